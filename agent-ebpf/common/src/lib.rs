@@ -1,0 +1,140 @@
+//! `#[repr(C)]` types shared by the kernel programs (`agent-ebpf`) and the agent.
+//!
+//! Everything here is plain old data: the kernel side writes it into maps, user space reads it
+//! back byte for byte. Changing a layout changes both sides at once, which is why it lives in one
+//! place.
+#![no_std]
+
+/// Number of buckets of the run-queue wait histogram.
+///
+/// Bucket 0 holds waits below 1024 ns (about 1 µs); bucket `k` (1..=22) holds waits in
+/// `[2^(k+9), 2^(k+10))` ns; the last bucket holds everything from 2^32 ns (about 4.3 s) up.
+pub const WAIT_HIST_BUCKETS: usize = 24;
+
+/// Upper bound (exclusive) of histogram bucket `k` in nanoseconds, `None` for the open last one.
+pub const fn wait_bucket_upper_ns(k: usize) -> Option<u64> {
+    if k + 1 >= WAIT_HIST_BUCKETS {
+        None
+    } else {
+        Some(1u64 << (k + 10))
+    }
+}
+
+/// Histogram bucket of a wait of `ns` nanoseconds; branch-light so the verifier and the hot path
+/// both stay happy.
+#[inline(always)]
+pub const fn wait_bucket(ns: u64) -> usize {
+    let units = ns >> 10;
+    if units == 0 {
+        return 0;
+    }
+    // floor(log2(units)) + 1, capped at the last bucket.
+    let bucket = (64 - units.leading_zeros()) as usize;
+    if bucket >= WAIT_HIST_BUCKETS {
+        WAIT_HIST_BUCKETS - 1
+    } else {
+        bucket
+    }
+}
+
+/// Per-cgroup CPU counters, one copy per CPU (a per-CPU hash map keyed by cgroup v2 id).
+/// All fields only ever grow; user space sums the CPUs and takes differences.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuCounters {
+    /// Time tasks of the cgroup spent on a CPU, ns.
+    pub on_cpu_ns: u64,
+    /// Time tasks of the cgroup spent runnable but waiting for a CPU, ns.
+    pub runqueue_wait_ns: u64,
+    /// Number of completed waits (each ends when the task is switched in).
+    pub runqueue_waits: u64,
+    /// Waits that began with a wakeup (the rest began with a preemption).
+    pub wakeups: u64,
+    /// Switches where the task gave up the CPU itself (blocked/slept).
+    pub voluntary_switches: u64,
+    /// Switches where the task was preempted while still runnable.
+    pub involuntary_switches: u64,
+    /// Run-queue wait histogram; see [`WAIT_HIST_BUCKETS`].
+    pub wait_hist: [u64; WAIT_HIST_BUCKETS],
+}
+
+impl CpuCounters {
+    /// Adds another CPU's copy into this one (user space folds per-CPU values with it).
+    pub fn accumulate(&mut self, other: &CpuCounters) {
+        self.on_cpu_ns = self.on_cpu_ns.wrapping_add(other.on_cpu_ns);
+        self.runqueue_wait_ns = self.runqueue_wait_ns.wrapping_add(other.runqueue_wait_ns);
+        self.runqueue_waits = self.runqueue_waits.wrapping_add(other.runqueue_waits);
+        self.wakeups = self.wakeups.wrapping_add(other.wakeups);
+        self.voluntary_switches = self.voluntary_switches.wrapping_add(other.voluntary_switches);
+        self.involuntary_switches = self.involuntary_switches.wrapping_add(other.involuntary_switches);
+        let mut k = 0;
+        while k < WAIT_HIST_BUCKETS {
+            self.wait_hist[k] = self.wait_hist[k].wrapping_add(other.wait_hist[k]);
+            k += 1;
+        }
+    }
+}
+
+/// When a task started waiting for a CPU (an LRU hash keyed by the task's address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WaitStart {
+    /// `bpf_ktime_get_ns()` when the wait began; 0 means "not waiting".
+    pub since_ns: u64,
+    /// 1 when the wait began with a wakeup, 0 when with a preemption.
+    pub from_wakeup: u64,
+}
+
+/// Per-CPU bookkeeping of the scheduler programs (a one-slot per-CPU array).
+///
+/// The kernel only knows the cgroup of the *current* task cheaply, so what happens to the task
+/// that is switched in (its wait) is parked here and charged to its cgroup when it next leaves the
+/// CPU (or at the next flush tick), when it is the current task.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuSlot {
+    /// Since when the current task's on-CPU time has not been charged yet, ns.
+    pub charged_until_ns: u64,
+    /// Wait of the current task that is not charged yet, ns (0 when none).
+    pub pending_wait_ns: u64,
+    /// 1 when a pending wait exists (a wait of 0 ns still counts as a wait).
+    pub pending_wait: u64,
+    /// 1 when the pending wait began with a wakeup.
+    pub pending_from_wakeup: u64,
+    /// Events whose cgroup could not get a map entry (map full): counted, never silent.
+    pub dropped_events: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: these types are #[repr(C)], contain only u64s (no padding, every bit pattern is
+    // valid), which is what aya::Pod requires.
+    unsafe impl aya::Pod for super::CpuCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::WaitStart {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CpuSlot {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_cover_one_microsecond_to_four_seconds() {
+        assert_eq!(wait_bucket(0), 0);
+        assert_eq!(wait_bucket(1023), 0);
+        assert_eq!(wait_bucket(1024), 1);
+        assert_eq!(wait_bucket(2047), 1);
+        assert_eq!(wait_bucket(2048), 2);
+        assert_eq!(wait_bucket((1 << 32) - 1), 22);
+        assert_eq!(wait_bucket(1 << 32), 23);
+        assert_eq!(wait_bucket(u64::MAX), 23);
+        for k in 0..WAIT_HIST_BUCKETS - 1 {
+            let upper = wait_bucket_upper_ns(k).unwrap_or(u64::MAX);
+            assert_eq!(wait_bucket(upper - 1), k, "last value below bucket {k}'s bound");
+            assert_eq!(wait_bucket(upper), k + 1, "bound of bucket {k} opens the next");
+        }
+        assert_eq!(wait_bucket_upper_ns(WAIT_HIST_BUCKETS - 1), None);
+    }
+}

@@ -1,0 +1,4 @@
+//! Measuring: kernel programs and cgroupfs readers, per cgroup.
+
+pub mod cgroup;
+pub mod cgroupfs;

@@ -1,0 +1,3 @@
+//! Serving HTTP: /metrics, /v1/load, /healthz.
+
+pub mod exposition;
