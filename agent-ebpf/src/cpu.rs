@@ -9,6 +9,13 @@
 //! tick also charges the on-CPU time of tasks that run for long stretches without switching, so
 //! user space never lags by more than one tick.
 //!
+//! Throttling is kept out of the wait: when a cgroup exhausts its CFS quota, the kernel (6.18+)
+//! runs `throttle_cfs_rq_work` in the context of each of its tasks before taking it off the CPU.
+//! An fentry program marks that, and the task's switch-out then starts no wait (the kernel's own
+//! schedstat run delay does count throttled time; Ballast's contention figure must not, because
+//! moving a throttled pod does not help it). On kernels without that function the program is
+//! not attached and user space reports the wait as throttle-inclusive.
+//!
 //! A wait starts at a wakeup (`sched_wakeup`, `sched_wakeup_new`) or when a task is preempted
 //! while still runnable (`sched_switch` with `preempt` set or `prev_state == TASK_RUNNING`), and
 //! ends when the task is switched in. Waiting tasks are keyed by their `task_struct` address,
@@ -17,9 +24,9 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::{btf_tracepoint, map, perf_event},
+    macros::{btf_tracepoint, fentry, map, perf_event},
     maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
-    programs::{BtfTracePointContext, PerfEventContext},
+    programs::{BtfTracePointContext, FEntryContext, PerfEventContext},
     EbpfContext,
 };
 use aya_log_ebpf::warn;
@@ -72,14 +79,22 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let slot = unsafe { &mut *slot };
 
     let still_runnable = (preempt & 1) != 0 || (prev_state & 0xffff_ffff) == TASK_RUNNING;
+    let throttled = core::mem::take(&mut slot.current_throttled) != 0;
     let leaving_is_idle = (bpf_get_current_pid_tgid() as u32) == 0;
     if leaving_is_idle {
         // The idle task neither waits nor counts as load.
         slot.pending_wait = 0;
     } else {
-        let switch = if still_runnable { Switch::Involuntary } else { Switch::Voluntary };
+        let switch = match (still_runnable, throttled) {
+            (true, true) => Switch::Throttled,
+            (true, false) => Switch::Involuntary,
+            (false, _) => Switch::Voluntary,
+        };
         charge_current(ctx, slot, now, switch);
-        if still_runnable {
+        if switch == Switch::Throttled {
+            // Whatever stale wait the task had must not span its throttled time either.
+            let _ = WAIT_START.remove(&prev);
+        } else if still_runnable {
             let start = WaitStart { since_ns: now, from_wakeup: 0 };
             // A full LRU evicts the oldest entry; nothing to handle.
             let _ = WAIT_START.insert(&prev, &start, 0);
@@ -161,10 +176,23 @@ fn try_flush_tick(ctx: &PerfEventContext) -> Result<(), i64> {
     Ok(())
 }
 
+/// `throttle_cfs_rq_work(struct callback_head *work)`: runs in the context of a task whose
+/// cgroup is throttled, right before the kernel takes it off the CPU.
+#[fentry(function = "throttle_cfs_rq_work")]
+pub fn throttle_work(ctx: FEntryContext) -> i32 {
+    let _ = ctx;
+    if let Some(slot) = CPU_SLOT.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot pointer valid for this run; see try_sched_switch.
+        unsafe { (*slot).current_throttled = 1 };
+    }
+    0
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Switch {
     Voluntary,
     Involuntary,
+    Throttled,
     None,
 }
 
@@ -198,6 +226,7 @@ fn charge_current<C: EbpfContext>(ctx: &C, slot: &mut CpuSlot, now: u64, switch:
     match switch {
         Switch::Voluntary => counters.voluntary_switches += 1,
         Switch::Involuntary => counters.involuntary_switches += 1,
+        Switch::Throttled => counters.throttled_switches += 1,
         Switch::None => {}
     }
 }

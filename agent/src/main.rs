@@ -1,1 +1,27 @@
-fn main() {}
+//! `ballast`: the node agent and its command-line tools.
+
+use clap::{Parser, Subcommand};
+
+use ballast::cli::{agent::AgentArgs, top::TopArgs};
+
+#[derive(Parser)]
+#[command(name = "ballast", version, about = "eBPF-assisted, load-aware rebalancer for Kubernetes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node agent: measure per-container pressure and serve it over HTTP.
+    Agent(AgentArgs),
+    /// Live view of this node's containers, most pressured first (reads a running agent).
+    Top(TopArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Agent(args) => ballast::cli::agent::run(args),
+        Command::Top(args) => ballast::cli::top::run(args),
+    }
+}

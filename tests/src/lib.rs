@@ -1,1 +1,359 @@
+//! Shared fixtures for the integration tests: cgroups the tests create (and only those), agent
+//! processes, and ground truth read from the kernel's own accounting.
+//!
+//! Rules kept here so no test has to remember them: cgroups are created beneath the cgroup the
+//! test process already sits in (per hierarchy, from /proc/self/cgroup), every process a test
+//! starts is killed and every cgroup it created is removed on drop, and a test that needs root
+//! fails instead of skipping when `CI=true`.
 
+use std::{
+    ffi::CString,
+    io::{BufRead, BufReader},
+    net::TcpListener,
+    os::unix::{fs::MetadataExt, process::CommandExt},
+    path::PathBuf,
+    process::{Child, ChildStdout, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+use ballast::collect::cgroup::hierarchy::{self, Mounts};
+
+/// True when the test may run. Outside CI a non-root run skips (with a message); in CI a
+/// missing privilege is a failure, because the suite exists to run these for real.
+pub fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but not running as root: kernel tests must run in CI");
+    }
+    eprintln!("not root: kernel test not run (run `cargo xtask test` as root)");
+    false
+}
+
+/// Directory holding the workspace's built binaries (`target/debug`), found from the test
+/// executable's own location (`target/debug/deps/...`).
+fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    let deps = exe.parent().ok_or_else(|| anyhow!("test executable has no directory"))?;
+    let dir = if deps.ends_with("deps") { deps.parent().unwrap_or(deps) } else { deps };
+    Ok(dir.to_path_buf())
+}
+
+/// The `ballast` binary (built by `cargo xtask test` before the tests run); `BALLAST_BIN` wins.
+pub fn ballast_bin() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("BALLAST_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let path = bin_dir()?.join("ballast");
+    if !path.is_file() {
+        bail!("{} not found: build it first (`cargo build -p ballast`), or run `cargo xtask test`", path.display());
+    }
+    Ok(path)
+}
+
+/// The workload generator of this crate.
+pub fn load_bin() -> Result<PathBuf> {
+    let path = bin_dir()?.join("ballast-load");
+    if !path.is_file() {
+        bail!("{} not found: run the tests through cargo, which builds it", path.display());
+    }
+    Ok(path)
+}
+
+/// A cgroup created by a test, beneath the test process's own cgroup; removed on drop together
+/// with every process the test started in it.
+pub struct TestCgroup {
+    /// Path relative to the cgroup v2 mount, as the agent labels it.
+    pub path: String,
+    pub v2_dir: PathBuf,
+    v1_cpu_dir: Option<PathBuf>,
+    children: Vec<Child>,
+}
+
+impl TestCgroup {
+    pub fn new(name: &str) -> Result<Self> {
+        let mounts = hierarchy::read_mounts().context("reading cgroup mounts")?;
+        let root = v2_root(&mounts)?;
+        let own = own_v2_path()?;
+        let path = format!("{}/{}-{}", own.trim_end_matches('/'), name, std::process::id());
+        let v2_dir = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir(&v2_dir).with_context(|| format!("creating {}", v2_dir.display()))?;
+        Ok(Self { path, v2_dir, v1_cpu_dir: None, children: Vec::new() })
+    }
+
+    /// Also puts the cgroup's processes into a v1 `cpu` cgroup of the same relative path with a
+    /// CFS quota (hybrid hosts keep the cpu controller in v1). Requires the test process's own
+    /// v1 cpu cgroup to have the same path as its v2 one, as on this machine kind.
+    pub fn with_v1_cpu_quota(mut self, quota_us: u64, period_us: u64) -> Result<Self> {
+        let mounts = hierarchy::read_mounts()?;
+        let cpu_root = mounts
+            .v1_mount("cpu")
+            .ok_or_else(|| anyhow!("no v1 cpu controller mounted; this test needs a hybrid host"))?
+            .to_path_buf();
+        let own_v1 = own_v1_path("cpu")?;
+        if own_v1 != own_v2_path()? {
+            bail!("own v1 cpu cgroup {own_v1} differs from the v2 one; cannot mirror paths");
+        }
+        let dir = cpu_root.join(self.path.trim_start_matches('/'));
+        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        self.v1_cpu_dir = Some(dir.clone());
+        std::fs::write(dir.join("cpu.cfs_period_us"), period_us.to_string())?;
+        std::fs::write(dir.join("cpu.cfs_quota_us"), quota_us.to_string())?;
+        Ok(self)
+    }
+
+    /// The cgroup id the kernel programs see: the v2 directory's inode number.
+    pub fn id(&self) -> Result<u64> {
+        Ok(std::fs::metadata(&self.v2_dir)?.ino())
+    }
+
+    /// Starts `ballast-load ARGS` inside this cgroup (it joins before exec, so none of its CPU
+    /// time is charged elsewhere). Returns its stdout for readiness lines.
+    pub fn spawn_load(&mut self, args: &[&str]) -> Result<(u32, BufReader<ChildStdout>)> {
+        let mut command = Command::new(load_bin()?);
+        command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut procs = vec![CString::new(self.v2_dir.join("cgroup.procs").into_os_string().into_encoded_bytes())?];
+        if let Some(v1) = &self.v1_cpu_dir {
+            procs.push(CString::new(v1.join("cgroup.procs").into_os_string().into_encoded_bytes())?);
+        }
+        // SAFETY: the closure runs between fork and exec and only calls open/write/close, which
+        // are async-signal-safe; the paths were allocated before the fork.
+        unsafe {
+            command.pre_exec(move || {
+                for file in &procs {
+                    let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // "0" moves the writing process itself.
+                    let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                    libc::close(fd);
+                    if written != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().context("starting ballast-load in the test cgroup")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let pid = child.id();
+        self.children.push(child);
+        Ok((pid, BufReader::new(stdout)))
+    }
+
+    /// `usage_usec` of the cgroup's v2 `cpu.stat`, in ns: the kernel's own CPU accounting.
+    pub fn cpu_usage_ns(&self) -> Result<u64> {
+        let text = std::fs::read_to_string(self.v2_dir.join("cpu.stat"))?;
+        let usec = text
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .ok_or_else(|| anyhow!("no usage_usec in cpu.stat"))?;
+        Ok(usec.trim().parse::<u64>()? * 1000)
+    }
+
+    /// Kills and reaps the processes this test started in the cgroup.
+    pub fn stop_processes(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        self.stop_processes();
+        for dir in self.v1_cpu_dir.iter().chain(std::iter::once(&self.v2_dir)) {
+            // A cgroup can only be removed once the kernel has finished moving its dead tasks out.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::fs::remove_dir(dir).is_err() && dir.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Reads lines from a workload until one equals `expected`.
+pub fn wait_line(stdout: &mut BufReader<ChildStdout>, expected: &str) -> Result<()> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stdout.read_line(&mut line)? == 0 {
+            bail!("workload exited before printing `{expected}`");
+        }
+        if line.trim() == expected {
+            return Ok(());
+        }
+    }
+}
+
+/// Field 2 of /proc/PID/schedstat: the task's total run-queue wait, ns, summed over threads.
+pub fn run_delay_ns(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let text = std::fs::read_to_string(task?.path().join("schedstat"))?;
+        let field = text.split_whitespace().nth(1).ok_or_else(|| anyhow!("short schedstat"))?;
+        total += field.parse::<u64>()?;
+    }
+    Ok(total)
+}
+
+fn v2_root(mounts: &Mounts) -> Result<PathBuf> {
+    Ok(mounts.v2_root().context("cgroup v2 is not mounted")?.to_path_buf())
+}
+
+fn own_v2_path() -> Result<String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup")?;
+    hierarchy::parse_proc_cgroup(&text)
+        .v2_path()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no cgroup v2 line in /proc/self/cgroup"))
+}
+
+fn own_v1_path(controller: &str) -> Result<String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup")?;
+    hierarchy::parse_proc_cgroup(&text)
+        .v1_path(controller)
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no v1 {controller} line in /proc/self/cgroup"))
+}
+
+/// A `ballast agent --standalone` process on a free loopback port; SIGTERM on drop.
+pub struct Agent {
+    child: Child,
+    pub base_url: String,
+}
+
+impl Agent {
+    /// Starts the agent with `extra` arguments and waits until it reports healthy.
+    pub fn start(extra: &[&str]) -> Result<Self> {
+        let port = {
+            let probe = TcpListener::bind("127.0.0.1:0")?;
+            probe.local_addr()?.port()
+        };
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(ballast_bin()?)
+            .args(["agent", "--standalone", "--listen", &listen])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the agent")?;
+        let agent = Self { child, base_url: format!("http://{listen}") };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(response) = ureq::get(&format!("{}/healthz", agent.base_url)).call() {
+                if response.status() == 200 {
+                    return Ok(agent);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("agent did not become healthy within 30 s")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn get_text(&self, path: &str) -> Result<String> {
+        let mut response = ureq::get(&format!("{}{path}", self.base_url)).call()?;
+        Ok(response.body_mut().read_to_string()?)
+    }
+
+    /// `/metrics`, parsed by a Prometheus text-format parser.
+    pub fn scrape(&self) -> Result<prometheus_parse::Scrape> {
+        let text = self.get_text("/metrics")?;
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).context("parsing /metrics")
+    }
+
+    pub fn load(&self) -> Result<ballast::serve::api::LoadResponse> {
+        Ok(serde_json::from_str(&self.get_text("/v1/load")?)?)
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> Result<std::process::ExitStatus> {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let pid = i32::try_from(self.child.id())?;
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child.kill()?;
+        bail!("agent did not exit within 10 s of SIGTERM")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.terminate();
+        }
+    }
+}
+
+/// Value of the sample of `family` whose `cgroup` label is `path` and whose `extra` labels match.
+pub fn sample_for(scrape: &prometheus_parse::Scrape, family: &str, path: &str, extra: &[(&str, &str)]) -> Option<f64> {
+    let mut labels = vec![("cgroup", path)];
+    labels.extend_from_slice(extra);
+    sample_with(scrape, family, &labels)
+}
+
+/// Value of the sample of `family` carrying all of `labels`.
+pub fn sample_with(scrape: &prometheus_parse::Scrape, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    use prometheus_parse::Value;
+    scrape.samples.iter().find_map(|s| {
+        let matches = s.metric == family && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v));
+        match (matches, &s.value) {
+            (true, Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v)) => Some(*v),
+            _ => None,
+        }
+    })
+}
+
+/// Polls `probe` until it returns `Some`, for at most `timeout`.
+pub fn eventually<T>(timeout: Duration, mut probe: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe()? {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            bail!("condition not met within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Keys of every loaded `CGROUP_CPU` map on this host (any agent's), read through the bpf()
+/// syscall like bpftool does.
+pub fn cgroup_ids_in_kernel_maps() -> Result<Vec<u64>> {
+    use aya::maps::{loaded_maps, Map, MapData, PerCpuHashMap};
+    let mut ids = Vec::new();
+    for info in loaded_maps() {
+        let info = info?;
+        if info.name_as_str() != Some("CGROUP_CPU") {
+            continue;
+        }
+        let map = Map::PerCpuHashMap(MapData::from_id(info.id())?);
+        let map: PerCpuHashMap<MapData, u64, ballast_common::CpuCounters> = map.try_into()?;
+        for key in map.keys() {
+            ids.push(key?);
+        }
+    }
+    Ok(ids)
+}

@@ -54,6 +54,9 @@ pub struct CpuCounters {
     pub voluntary_switches: u64,
     /// Switches where the task was preempted while still runnable.
     pub involuntary_switches: u64,
+    /// Switches where the task left the CPU because its cgroup ran out of CFS quota. The time
+    /// until it runs again is throttling, not run-queue wait, and is not counted as wait.
+    pub throttled_switches: u64,
     /// Run-queue wait histogram; see [`WAIT_HIST_BUCKETS`].
     pub wait_hist: [u64; WAIT_HIST_BUCKETS],
 }
@@ -67,6 +70,7 @@ impl CpuCounters {
         self.wakeups = self.wakeups.wrapping_add(other.wakeups);
         self.voluntary_switches = self.voluntary_switches.wrapping_add(other.voluntary_switches);
         self.involuntary_switches = self.involuntary_switches.wrapping_add(other.involuntary_switches);
+        self.throttled_switches = self.throttled_switches.wrapping_add(other.throttled_switches);
         let mut k = 0;
         while k < WAIT_HIST_BUCKETS {
             self.wait_hist[k] = self.wait_hist[k].wrapping_add(other.wait_hist[k]);
@@ -103,6 +107,9 @@ pub struct CpuSlot {
     pub pending_from_wakeup: u64,
     /// Events whose cgroup could not get a map entry (map full): counted, never silent.
     pub dropped_events: u64,
+    /// 1 when the current task is being throttled (CFS quota exhausted): its next switch-out
+    /// starts no run-queue wait.
+    pub current_throttled: u64,
 }
 
 #[cfg(feature = "user")]

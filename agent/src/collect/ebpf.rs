@@ -10,7 +10,7 @@ use aya::{
     maps::{MapData, PerCpuArray, PerCpuHashMap},
     programs::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
-        BtfTracePoint, PerfEvent,
+        BtfTracePoint, FEntry, PerfEvent,
     },
     sys::{enable_stats, Stats},
     Btf, Ebpf, EbpfLoader,
@@ -24,8 +24,12 @@ use tracing::{debug, warn};
 const SCHED_PROGRAMS: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
 /// The per-CPU flush tick.
 const TICK_PROGRAM: &str = "flush_tick";
+/// Marks tasks taken off the CPU by CFS throttling (kernel 6.18+; optional).
+const THROTTLE_PROGRAM: &str = "throttle_work";
+const THROTTLE_FUNCTION: &str = "throttle_cfs_rq_work";
 /// Names of every program, as exported in `ballast_ebpf_program_*{program}`.
-pub const PROGRAM_NAMES: [&str; 4] = ["sched_switch", "sched_wakeup", "sched_wakeup_new", TICK_PROGRAM];
+pub const PROGRAM_NAMES: [&str; 5] =
+    ["sched_switch", "sched_wakeup", "sched_wakeup_new", TICK_PROGRAM, THROTTLE_PROGRAM];
 
 /// Why the kernel programs could not be used. Every message says what to do; the agent then
 /// falls back to cgroupfs and reports the mode.
@@ -82,6 +86,8 @@ pub struct CpuProbe {
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
     /// Keeps run-time statistics enabled while the probe lives; `None` if the kernel refused.
     stats: Option<OwnedFd>,
+    /// Whether throttled time is kept out of the run-queue wait (see the kernel program).
+    throttle_aware: bool,
 }
 
 impl std::fmt::Debug for CpuProbe {
@@ -141,10 +147,26 @@ impl CpuProbe {
             )
             .map_err(wrap)?;
         }
+        let throttle_aware = match attach_throttle_marker(&mut ebpf, &btf) {
+            Ok(()) => true,
+            Err(err) => {
+                warn!(
+                    error = %err,
+                    "throttling cannot be told apart in the kernel on this kernel: run-queue wait of \
+                     cgroups with a CPU quota includes their throttled time"
+                );
+                false
+            }
+        };
         let cgroup_cpu = take_map(&mut ebpf, "CGROUP_CPU")?;
         let cpu_slot = take_map(&mut ebpf, "CPU_SLOT")?;
         debug!(tick_hz, "eBPF CPU programs attached");
-        Ok(Self { ebpf, cgroup_cpu, cpu_slot, logger, stats })
+        Ok(Self { ebpf, cgroup_cpu, cpu_slot, logger, stats, throttle_aware })
+    }
+
+    /// True when throttled time is excluded from the run-queue wait.
+    pub fn throttle_aware(&self) -> bool {
+        self.throttle_aware
     }
 
     /// Every cgroup's counters, summed over CPUs.
@@ -206,6 +228,14 @@ impl CpuProbe {
             logger.flush();
         }
     }
+}
+
+fn attach_throttle_marker(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), EbpfError> {
+    let program: &mut FEntry = program_mut(ebpf, THROTTLE_PROGRAM)?;
+    let wrap = |source| EbpfError::Program { program: THROTTLE_PROGRAM, source };
+    program.load(THROTTLE_FUNCTION, btf).map_err(wrap)?;
+    program.attach().map_err(wrap)?;
+    Ok(())
 }
 
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, EbpfError>

@@ -2,3 +2,7 @@
 
 pub mod cgroup;
 pub mod cgroupfs;
+pub mod cpu;
+pub mod ebpf;
+pub mod sample;
+pub mod worker;

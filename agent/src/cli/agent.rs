@@ -1,0 +1,167 @@
+//! `ballast agent`: collectors + HTTP server until SIGTERM or SIGINT.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::{
+    collect::{
+        cpu::{CpuCollector, CpuOptions},
+        worker::{self, monotonic_ns},
+    },
+    serve,
+    state::AgentState,
+};
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// Run on this host alone, without a Kubernetes API server (the only mode so far).
+    #[arg(long)]
+    pub standalone: bool,
+    /// Address of the HTTP server (/metrics, /v1/load, /healthz).
+    #[arg(long, env = "BALLAST_LISTEN", default_value = "127.0.0.1:9477")]
+    pub listen: SocketAddr,
+    /// Collection interval.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Read CPU figures from cgroupfs instead of the kernel programs.
+    #[arg(long)]
+    pub no_ebpf: bool,
+    /// Frequency of the per-CPU flush tick of the kernel programs, Hz.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub tick_hz: u64,
+    /// How often the cgroup hierarchy is walked to notice removed cgroups.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub rescan_interval: Duration,
+    /// Name of this node (the Downward API sets NODE_NAME in a DaemonSet).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Durations like `500ms`, `1s`, `2m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 500ms, 1s or 2m"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(value),
+        "s" | "" => Duration::from_secs(value),
+        "m" => Duration::from_secs(value.saturating_mul(60)),
+        _ => return Err(format!("`{text}`: unknown unit `{unit}`; use ms, s or m")),
+    };
+    if duration.is_zero() {
+        return Err(format!("`{text}`: must be longer than zero"));
+    }
+    Ok(duration)
+}
+
+pub fn run(args: AgentArgs) -> Result<()> {
+    init_logging(args.log_format);
+    if !args.standalone {
+        bail!(
+            "cluster mode (Lease election, rebalancing) is not part of this build yet; run \
+             `ballast agent --standalone` to measure this node"
+        );
+    }
+    let node_name = match args.node_name.clone() {
+        Some(name) => name,
+        None => hostname()?,
+    };
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder failed")?;
+    let options = CpuOptions {
+        no_ebpf: args.no_ebpf,
+        tick_hz: args.tick_hz,
+        rescan_interval_ns: u64::try_from(args.rescan_interval.as_nanos()).unwrap_or(u64::MAX),
+    };
+    let collector = CpuCollector::new(&options).context("starting the CPU collector failed")?;
+    let mut state = AgentState::new(
+        node_name,
+        collector.mode(),
+        collector.fallback_reason().map(str::to_string),
+        args.interval.as_secs_f64(),
+    );
+    state.wait_excludes_throttling = collector.wait_excludes_throttling();
+    let state = Arc::new(state);
+    serve::metrics::describe_self_metrics(&state);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime failed")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
+            format!("cannot listen on {}: is another agent running? choose another with --listen", args.listen)
+        })?;
+        info!(address = %listener.local_addr()?, mode = state.cpu_mode.as_str(), "serving /metrics, /v1/load, /healthz");
+        let (stop, shutdown) = watch::channel(false);
+        let collecting = tokio::spawn(worker::run(collector, args.interval, monotonic_ns, state.clone(), shutdown.clone()));
+        let serving = tokio::spawn(serve::serve(listener, state, metrics, shutdown));
+        let signal = wait_for_signal().await?;
+        info!(signal, "shutting down");
+        stop.send_replace(true);
+        serving.await.context("HTTP server task failed")??;
+        // Dropping the collector detaches the kernel programs and frees their maps.
+        drop(collecting.await.context("collection task failed")?);
+        info!("stopped");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler failed")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler failed")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn hostname() -> Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("reading /proc/sys/kernel/hostname failed; pass --node-name")?;
+    Ok(name.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("1h").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+}

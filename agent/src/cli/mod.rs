@@ -1,0 +1,4 @@
+//! The subcommands: thin wiring of collect, load and serve, and terminal output.
+
+pub mod agent;
+pub mod top;

@@ -1,0 +1,175 @@
+//! `ballast top`: this node's containers, most CPU-pressured first, refreshed every interval.
+//!
+//! It reads a running agent's `/v1/load` rather than attaching programs itself, so it needs no
+//! privileges and shows exactly what the leader will see. Output is plain text redrawn with two
+//! ANSI sequences, which works in any terminal and in tmux; `--once --json` is for scripts.
+
+use std::{io::Write, time::Duration};
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::agent::parse_duration;
+use crate::serve::api::{ContainerLoad, LoadResponse};
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    /// Base URL of the agent.
+    #[arg(long, env = "BALLAST_AGENT", default_value = "http://127.0.0.1:9477")]
+    pub agent: String,
+    /// Print one screen and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// With --once: print the agent's JSON document instead of the table.
+    #[arg(long, requires = "once")]
+    pub json: bool,
+    /// Refresh interval.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Rows to show (default: as many as fit the terminal).
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+pub fn run(args: TopArgs) -> Result<()> {
+    let url = format!("{}/v1/load", args.agent.trim_end_matches('/'));
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(3))).build(),
+    );
+    loop {
+        let fetched = fetch(&agent, &url);
+        let mut out = std::io::stdout().lock();
+        if args.once {
+            let load = fetched?;
+            if args.json {
+                serde_json::to_writer_pretty(&mut out, &load)?;
+                writeln!(out)?;
+            } else {
+                write!(out, "{}", render(&load, terminal_size(), args.limit))?;
+            }
+            return Ok(());
+        }
+        // Home + clear: redraw in place without a full-screen library.
+        write!(out, "\x1b[H\x1b[2J")?;
+        match fetched {
+            Ok(load) => write!(out, "{}", render(&load, terminal_size(), args.limit))?,
+            Err(err) => writeln!(out, "ballast top: {err:#}\n(retrying every {:?}; Ctrl-C quits)", args.interval)?,
+        }
+        out.flush()?;
+        drop(out);
+        std::thread::sleep(args.interval);
+    }
+}
+
+fn fetch(agent: &ureq::Agent, url: &str) -> Result<LoadResponse> {
+    let mut response = agent
+        .get(url)
+        .call()
+        .with_context(|| format!("cannot read {url}; is `ballast agent --standalone` running? (--agent sets the address)"))?;
+    response.body_mut().read_json::<LoadResponse>().with_context(|| format!("{url} did not return a load document"))
+}
+
+/// (columns, rows) of the terminal, 100x30 when not a terminal.
+fn terminal_size() -> (usize, usize) {
+    let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ writes one winsize into the valid pointer we pass; failure leaves zeros.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    if ok && size.ws_col > 0 && size.ws_row > 0 {
+        (usize::from(size.ws_col), usize::from(size.ws_row))
+    } else {
+        (100, 30)
+    }
+}
+
+/// The whole screen as text.
+pub fn render(load: &LoadResponse, (columns, rows): (usize, usize), limit: Option<usize>) -> String {
+    let cpu = &load.cpu;
+    let mut out = format!(
+        "ballast top  node {}  cpu mode {}  window {:.1}s\n\
+         node: {} CPUs, {:.2} cores used ({:.0}%), run-queue wait {} s/s, p50 {}, p99 {}\n",
+        load.node,
+        serde_json::to_value(load.modes.cpu).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        load.window_seconds,
+        cpu.cpus,
+        cpu.cores_used,
+        cpu.utilisation * 100.0,
+        opt(cpu.runqueue_wait_per_second, |v| format!("{v:.3}")),
+        opt(cpu.runqueue_latency_p50_seconds, duration),
+        opt(cpu.runqueue_latency_p99_seconds, duration),
+    );
+    if let Some(reason) = &load.fallback_reason {
+        out.push_str(&format!("eBPF unavailable ({reason}): waits from PSI, no latency percentiles\n"));
+    }
+    out.push('\n');
+    let fixed = 7 + 9 + 9 + 9 + 9 + 10;
+    let name_width = columns.saturating_sub(fixed + 1).clamp(12, 60);
+    out.push_str(&format!(
+        "{:<name_width$} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
+        "CONTAINER", "CORES", "WAIT/s", "WAIT/CPU", "P50", "P99", "THROTTLED"
+    ));
+    let room = limit.unwrap_or_else(|| rows.saturating_sub(6).max(5));
+    for c in load.containers.iter().take(room) {
+        out.push_str(&row(c, name_width));
+    }
+    if load.containers.len() > room {
+        out.push_str(&format!("... {} more\n", load.containers.len() - room));
+    }
+    out
+}
+
+fn row(c: &ContainerLoad, name_width: usize) -> String {
+    let cpu = &c.cpu;
+    let wait = cpu.runqueue_wait_per_second.or(cpu.psi_some_share);
+    format!(
+        "{:<name_width$} {:>6.2} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
+        truncate(&c.name, name_width),
+        cpu.cores_used,
+        opt(wait, |v| format!("{v:.3}")),
+        opt(cpu.runqueue_wait_per_cpu_second, |v| format!("{v:.2}")),
+        opt(cpu.runqueue_latency_p50_seconds, duration),
+        opt(cpu.runqueue_latency_p99_seconds, duration),
+        opt(cpu.throttled_share, |v| format!("{:.0}%", v * 100.0)),
+    )
+}
+
+fn opt(value: Option<f64>, show: impl Fn(f64) -> String) -> String {
+    value.map_or_else(|| "-".to_string(), show)
+}
+
+fn duration(seconds: f64) -> String {
+    if seconds >= 1.0 {
+        format!("{seconds:.2}s")
+    } else if seconds >= 1e-3 {
+        format!("{:.1}ms", seconds * 1e3)
+    } else {
+        format!("{:.0}us", seconds * 1e6)
+    }
+}
+
+/// Keeps the end of long names (the distinctive part of a cgroup path).
+fn truncate(name: &str, width: usize) -> String {
+    let count = name.chars().count();
+    if count <= width {
+        return name.to_string();
+    }
+    let tail: String = name.chars().skip(count - (width - 1)).collect();
+    format!("…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_pick_readable_units() {
+        assert_eq!(duration(2.5), "2.50s");
+        assert_eq!(duration(0.0123), "12.3ms");
+        assert_eq!(duration(0.000_045), "45us");
+    }
+
+    #[test]
+    fn truncation_keeps_the_tail() {
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate("/kubepods.slice/abcdef", 8), "…/abcdef");
+    }
+}

@@ -1,0 +1,347 @@
+//! The CPU collector: kernel programs when they can run, cgroupfs otherwise, and the same
+//! snapshot shape either way.
+//!
+//! Cgroup ids are mapped to paths by walking the cgroup v2 hierarchy (a directory's inode number
+//! is the id the kernel programs see). The walk runs when the kernel reports an id we do not know
+//! yet and every `rescan_interval`; an id that is in the maps but not in a fresh walk belongs to a
+//! removed cgroup: its map entry is deleted and its counts move to the node's retired totals.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+};
+
+use ballast_common::CpuCounters;
+use thiserror::Error;
+use tracing::{info, warn};
+
+use super::{
+    cgroup::{
+        hierarchy::{self, CgroupTree, HierarchyError, Mounts},
+        identity::{identify, Identity},
+    },
+    cgroupfs::{self, Throttling},
+    ebpf::{CpuProbe, EbpfError, ProgramStats},
+    sample::{CgroupCpu, CgroupEntry, CpuSnapshot, Mode, NodeCpu},
+};
+
+/// How the collector should run.
+#[derive(Clone, Debug)]
+pub struct CpuOptions {
+    /// Skip the kernel programs and read cgroupfs only.
+    pub no_ebpf: bool,
+    /// Frequency of the per-CPU flush tick, Hz.
+    pub tick_hz: u64,
+    /// How often the hierarchy is walked even when no unknown id shows up, ns.
+    pub rescan_interval_ns: u64,
+}
+
+impl Default for CpuOptions {
+    fn default() -> Self {
+        Self { no_ebpf: false, tick_hz: 10, rescan_interval_ns: 10_000_000_000 }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum CollectError {
+    #[error(transparent)]
+    Hierarchy(#[from] HierarchyError),
+    #[error(transparent)]
+    Ebpf(#[from] EbpfError),
+    #[error("counting online CPUs failed: {0}; is /sys/devices/system/cpu/online readable?")]
+    Cpus(String),
+}
+
+enum Source {
+    Ebpf(Box<CpuProbe>),
+    Cgroupfs,
+}
+
+/// Where a cgroup's throttling counters are, if it has a CPU quota of its own.
+#[derive(Clone, Debug)]
+enum ThrottleSource {
+    V2(PathBuf),
+    V1(PathBuf),
+}
+
+/// What is known about one cgroup between walks.
+#[derive(Clone, Debug)]
+struct Known {
+    identity: Identity,
+    throttle: Option<ThrottleSource>,
+}
+
+pub struct CpuCollector {
+    source: Source,
+    /// Why the kernel programs are not used, when they are not.
+    fallback_reason: Option<String>,
+    mounts: Mounts,
+    v2_root: PathBuf,
+    tree: CgroupTree,
+    known: HashMap<u64, Known>,
+    last_scan_ns: Option<u64>,
+    rescan_interval_ns: u64,
+    /// Counts of removed cgroups, so node totals never go backwards.
+    retired: NodeCpu,
+    cpus: u32,
+}
+
+impl std::fmt::Debug for CpuCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuCollector")
+            .field("mode", &self.mode())
+            .field("cgroups", &self.known.len())
+            .finish()
+    }
+}
+
+impl CpuCollector {
+    /// Finds the cgroup v2 hierarchy and attaches the kernel programs, falling back to cgroupfs
+    /// (and saying why) when they cannot run.
+    pub fn new(options: &CpuOptions) -> Result<Self, CollectError> {
+        let mounts = hierarchy::read_mounts()?;
+        let v2_root = mounts.v2_root()?.to_path_buf();
+        let (source, fallback_reason) = if options.no_ebpf {
+            (Source::Cgroupfs, Some("disabled by --no-ebpf".to_string()))
+        } else {
+            match CpuProbe::attach(options.tick_hz) {
+                Ok(probe) => (Source::Ebpf(Box::new(probe)), None),
+                Err(err) => (Source::Cgroupfs, Some(err.to_string())),
+            }
+        };
+        let cpus = online_cpus()?;
+        let mode = match source {
+            Source::Ebpf(_) => Mode::Ebpf,
+            Source::Cgroupfs => Mode::Cgroupfs,
+        };
+        match &fallback_reason {
+            None => info!(signal = "cpu", mode = mode.as_str(), cgroup2 = %v2_root.display(), "collector ready"),
+            Some(reason) => warn!(
+                signal = "cpu",
+                mode = mode.as_str(),
+                reason = %reason,
+                "eBPF unavailable, reading CPU from cgroupfs (no run-queue latency; PSI mixes throttling \
+                 with contention)"
+            ),
+        }
+        Ok(Self {
+            source,
+            fallback_reason,
+            mounts,
+            v2_root: v2_root.clone(),
+            tree: CgroupTree::scan(&v2_root)?,
+            known: HashMap::new(),
+            last_scan_ns: None,
+            rescan_interval_ns: options.rescan_interval_ns,
+            retired: NodeCpu::default(),
+            cpus,
+        })
+    }
+
+    pub fn mode(&self) -> Mode {
+        match self.source {
+            Source::Ebpf(_) => Mode::Ebpf,
+            Source::Cgroupfs => Mode::Cgroupfs,
+        }
+    }
+
+    /// Whether the run-queue wait excludes throttled time; `None` when it is not measured.
+    pub fn wait_excludes_throttling(&self) -> Option<bool> {
+        match &self.source {
+            Source::Ebpf(probe) => Some(probe.throttle_aware()),
+            Source::Cgroupfs => None,
+        }
+    }
+
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback_reason.as_deref()
+    }
+
+    pub fn v2_root(&self) -> &Path {
+        &self.v2_root
+    }
+
+    /// Run-time statistics of the kernel programs (eBPF mode with statistics enabled only).
+    pub fn program_stats(&self) -> Option<Vec<ProgramStats>> {
+        match &self.source {
+            Source::Ebpf(probe) => probe.program_stats(),
+            Source::Cgroupfs => None,
+        }
+    }
+
+    /// One collection at `now_ns` (CLOCK_MONOTONIC).
+    pub fn collect(&mut self, now_ns: u64) -> Result<CpuSnapshot, CollectError> {
+        if self.last_scan_ns.is_none_or(|last| now_ns.saturating_sub(last) >= self.rescan_interval_ns) {
+            self.rescan(now_ns)?;
+        }
+        match &mut self.source {
+            Source::Ebpf(_) => self.collect_ebpf(now_ns),
+            Source::Cgroupfs => Ok(self.collect_cgroupfs(now_ns)),
+        }
+    }
+
+    fn rescan(&mut self, now_ns: u64) -> Result<(), CollectError> {
+        self.tree = CgroupTree::scan(&self.v2_root)?;
+        self.last_scan_ns = Some(now_ns);
+        let tree = &self.tree;
+        self.known.retain(|id, _| tree.path_of(*id).is_some());
+        Ok(())
+    }
+
+    /// Identity and throttling source of `id`, learning them from the last walk.
+    fn learn(&mut self, id: u64) -> Option<&Known> {
+        if !self.known.contains_key(&id) {
+            let path = self.tree.path_of(id)?.to_string();
+            let throttle = throttle_source(&self.mounts, &self.v2_root, &path);
+            self.known.insert(id, Known { identity: identify(&path), throttle });
+        }
+        self.known.get(&id)
+    }
+
+    fn collect_ebpf(&mut self, now_ns: u64) -> Result<CpuSnapshot, CollectError> {
+        let (mut counters, dropped_events) = match &mut self.source {
+            Source::Ebpf(probe) => {
+                probe.flush_kernel_log();
+                (probe.read_cgroups()?, probe.dropped_events()?)
+            }
+            Source::Cgroupfs => return Ok(self.collect_cgroupfs(now_ns)),
+        };
+        if counters.iter().any(|(id, _)| self.tree.path_of(*id).is_none()) {
+            self.rescan(now_ns)?;
+        }
+        // Still unknown after a fresh walk: the cgroup is gone.
+        let (gone, live): (Vec<_>, Vec<_>) =
+            counters.drain(..).partition(|(id, _)| self.tree.path_of(*id).is_none());
+        if !gone.is_empty() {
+            let ids: Vec<u64> = gone.iter().map(|(id, _)| *id).collect();
+            if let Source::Ebpf(probe) = &mut self.source {
+                probe.remove_cgroups(&ids)?;
+            }
+            for (_, c) in &gone {
+                retire(&mut self.retired, c);
+            }
+        }
+        let mut node = NodeCpu {
+            on_cpu_ns: self.retired.on_cpu_ns,
+            runqueue: Some(self.retired.runqueue.unwrap_or_default()),
+        };
+        let mut cgroups = BTreeMap::new();
+        for (id, c) in live {
+            node.on_cpu_ns = node.on_cpu_ns.wrapping_add(c.on_cpu_ns);
+            if let Some(total) = node.runqueue.as_mut() {
+                total.accumulate(&c);
+            }
+            let Some(known) = self.learn(id).cloned() else { continue };
+            let throttling = known.throttle.as_ref().and_then(read_throttling);
+            let cpu = CgroupCpu { on_cpu_ns: c.on_cpu_ns, runqueue: Some(c), psi_some_us: None, throttling };
+            cgroups.insert(id, CgroupEntry { identity: known.identity, cpu });
+        }
+        Ok(CpuSnapshot { at_ns: now_ns, mode: Mode::Ebpf, cpus: self.cpus, cgroups, node, dropped_events: Some(dropped_events) })
+    }
+
+    /// cgroupfs mode: `cpu.stat` usage is hierarchical, so a cgroup's own time is its usage minus
+    /// its children's; that keeps the figures comparable with the kernel programs', which charge
+    /// the cgroup a task runs in.
+    fn collect_cgroupfs(&mut self, now_ns: u64) -> CpuSnapshot {
+        let mut usage: HashMap<u64, (u64, Option<u64>)> = HashMap::with_capacity(self.tree.len());
+        for id in self.tree.ids().collect::<Vec<_>>() {
+            let Some(path) = self.tree.path_of(id) else { continue };
+            let dir = join_cgroup(&self.v2_root, path);
+            let Ok(stat) = cgroupfs::read_cpu_stat_v2(&dir) else { continue };
+            let Some(total_ns) = stat.usage_ns else { continue };
+            let psi = cgroupfs::read_psi(&dir.join("cpu.pressure")).ok().flatten().map(|p| p.some.total_us);
+            usage.insert(id, (total_ns, psi));
+        }
+        let mut children_ns: HashMap<u64, u64> = HashMap::new();
+        for id in usage.keys() {
+            let Some(parent) = self.tree.path_of(*id).and_then(parent_path).and_then(|p| self.tree.id_of(p)) else {
+                continue;
+            };
+            let child_total = usage.get(id).map_or(0, |(t, _)| *t);
+            *children_ns.entry(parent).or_default() += child_total;
+        }
+        let mut node = NodeCpu::default();
+        let mut cgroups = BTreeMap::new();
+        let ids: Vec<u64> = usage.keys().copied().collect();
+        for id in ids {
+            let Some((total_ns, psi)) = usage.get(&id).copied() else { continue };
+            let own_ns = total_ns.saturating_sub(children_ns.get(&id).copied().unwrap_or(0));
+            node.on_cpu_ns = node.on_cpu_ns.wrapping_add(own_ns);
+            if own_ns == 0 {
+                continue;
+            }
+            let Some(known) = self.learn(id).cloned() else { continue };
+            let throttling = known.throttle.as_ref().and_then(read_throttling);
+            let cpu = CgroupCpu { on_cpu_ns: own_ns, runqueue: None, psi_some_us: psi, throttling };
+            cgroups.insert(id, CgroupEntry { identity: known.identity, cpu });
+        }
+        CpuSnapshot { at_ns: now_ns, mode: Mode::Cgroupfs, cpus: self.cpus, cgroups, node, dropped_events: None }
+    }
+}
+
+fn retire(retired: &mut NodeCpu, counters: &CpuCounters) {
+    retired.on_cpu_ns = retired.on_cpu_ns.wrapping_add(counters.on_cpu_ns);
+    retired.runqueue.get_or_insert_with(CpuCounters::default).accumulate(counters);
+}
+
+fn throttle_source(mounts: &Mounts, v2_root: &Path, path: &str) -> Option<ThrottleSource> {
+    let v2 = join_cgroup(v2_root, path);
+    if let Ok(max) = std::fs::read_to_string(v2.join("cpu.max")) {
+        return cgroupfs::cpu_quota_v2(&max).map(|_| ThrottleSource::V2(v2));
+    }
+    let v1 = hierarchy::v1_dir(mounts, "cpu", path)?;
+    let quota = std::fs::read_to_string(v1.join("cpu.cfs_quota_us")).ok()?;
+    cgroupfs::cpu_quota_v1(&quota).map(|_| ThrottleSource::V1(v1))
+}
+
+fn read_throttling(source: &ThrottleSource) -> Option<Throttling> {
+    match source {
+        ThrottleSource::V2(dir) => cgroupfs::read_cpu_stat_v2(dir).ok()?.throttling,
+        ThrottleSource::V1(dir) => cgroupfs::read_throttling_v1(dir).ok(),
+    }
+}
+
+/// `root` + a cgroup path relative to it ("/" is the root itself).
+pub fn join_cgroup(root: &Path, path: &str) -> PathBuf {
+    let relative = path.trim_start_matches('/');
+    if relative.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(relative)
+    }
+}
+
+fn parent_path(path: &str) -> Option<&str> {
+    if path == "/" {
+        return None;
+    }
+    match path.rfind('/') {
+        Some(0) => Some("/"),
+        Some(i) => Some(&path[..i]),
+        None => None,
+    }
+}
+
+fn online_cpus() -> Result<u32, CollectError> {
+    let cpus = aya::util::online_cpus().map_err(|(what, err)| CollectError::Cpus(format!("{what}: {err}")))?;
+    u32::try_from(cpus.len()).map_err(|err| CollectError::Cpus(err.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_of_paths() {
+        assert_eq!(parent_path("/"), None);
+        assert_eq!(parent_path("/a"), Some("/"));
+        assert_eq!(parent_path("/a/b.slice"), Some("/a"));
+    }
+
+    #[test]
+    fn join_keeps_root_for_slash() {
+        let root = Path::new("/sys/fs/cgroup");
+        assert_eq!(join_cgroup(root, "/"), root);
+        assert_eq!(join_cgroup(root, "/a/b"), Path::new("/sys/fs/cgroup/a/b"));
+    }
+}

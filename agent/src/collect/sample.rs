@@ -1,0 +1,72 @@
+//! What one collection produces: cumulative per-cgroup CPU figures at one instant, plus how
+//! they were measured. Plain data, consumed by the load model and the HTTP layer.
+
+use std::collections::BTreeMap;
+
+use ballast_common::CpuCounters;
+use serde::{Deserialize, Serialize};
+
+use super::{cgroup::identity::Identity, cgroupfs::Throttling};
+
+/// How a signal is measured right now. `Unavailable` signals are absent from the output, never
+/// reported as zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Ebpf,
+    Cgroupfs,
+    Unavailable,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 3] = [Mode::Ebpf, Mode::Cgroupfs, Mode::Unavailable];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Ebpf => "ebpf",
+            Mode::Cgroupfs => "cgroupfs",
+            Mode::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Cumulative CPU figures of one cgroup (its own tasks, not its descendants').
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CgroupCpu {
+    /// On-CPU time, ns (eBPF: measured at context switches; cgroupfs: `cpu.stat` usage).
+    pub on_cpu_ns: u64,
+    /// Run-queue counters, only measured by the kernel programs.
+    pub runqueue: Option<CpuCounters>,
+    /// PSI `cpu.pressure` "some" total, µs (cgroupfs mode; mixes throttling with contention).
+    pub psi_some_us: Option<u64>,
+    /// CFS bandwidth throttling, only for cgroups with a CPU quota of their own.
+    pub throttling: Option<Throttling>,
+}
+
+/// One cgroup in a snapshot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CgroupEntry {
+    pub identity: Identity,
+    pub cpu: CgroupCpu,
+}
+
+/// Node-wide cumulative figures. They include cgroups that no longer exist, so they only grow.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeCpu {
+    pub on_cpu_ns: u64,
+    pub runqueue: Option<CpuCounters>,
+}
+
+/// Everything one collection saw.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpuSnapshot {
+    /// CLOCK_MONOTONIC when the maps were read, ns.
+    pub at_ns: u64,
+    pub mode: Mode,
+    /// Online CPUs, for utilisation.
+    pub cpus: u32,
+    pub cgroups: BTreeMap<u64, CgroupEntry>,
+    pub node: NodeCpu,
+    /// Kernel events not counted because the cgroup map was full (eBPF mode only).
+    pub dropped_events: Option<u64>,
+}

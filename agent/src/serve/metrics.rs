@@ -1,0 +1,257 @@
+//! `/metrics`: per-container and node families rendered from the current view, followed by the
+//! agent's self-metrics recorded through the `metrics` facade.
+//!
+//! Families of signals a mode cannot measure are left out entirely (absent, not zero), and
+//! `ballast_collector_up{signal,mode}` says which mode is active.
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use super::exposition::{Exposition, MetricKind};
+use crate::{
+    collect::{
+        cgroup::identity::{Identity, QosClass, Workload},
+        sample::{CgroupCpu, CpuSnapshot, Mode},
+    },
+    load::histogram::bucket_upper_bounds_seconds,
+    state::{AgentState, View},
+};
+
+/// Labels derived from a cgroup's identity, low-cardinality by construction: one series per
+/// container, never per process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityLabels {
+    pub workload: &'static str,
+    pub pod_uid: Option<String>,
+    pub container_id: Option<String>,
+    pub qos: Option<&'static str>,
+}
+
+pub fn identity_labels(identity: &Identity) -> IdentityLabels {
+    let qos_name = |qos: &QosClass| match qos {
+        QosClass::Guaranteed => "guaranteed",
+        QosClass::Burstable => "burstable",
+        QosClass::BestEffort => "besteffort",
+    };
+    match &identity.workload {
+        Workload::KubernetesPod { pod_uid, qos } => IdentityLabels {
+            workload: "pod",
+            pod_uid: Some(pod_uid.clone()),
+            container_id: None,
+            qos: Some(qos_name(qos)),
+        },
+        Workload::KubernetesContainer { pod_uid, qos, container_id, .. } => IdentityLabels {
+            workload: "container",
+            pod_uid: Some(pod_uid.clone()),
+            container_id: Some(container_id.clone()),
+            qos: Some(qos_name(qos)),
+        },
+        Workload::DockerContainer { container_id } => IdentityLabels {
+            workload: "docker",
+            pod_uid: None,
+            container_id: Some(container_id.clone()),
+            qos: None,
+        },
+        Workload::SystemdService { .. } => {
+            IdentityLabels { workload: "service", pod_uid: None, container_id: None, qos: None }
+        }
+        _ => IdentityLabels { workload: "other", pod_uid: None, container_id: None, qos: None },
+    }
+}
+
+/// Registers descriptions of the self-metrics and the modes gauge (set once: the mode of a
+/// running agent does not change).
+pub fn describe_self_metrics(state: &AgentState) {
+    metrics::describe_gauge!(
+        "ballast_collector_up",
+        "1 for the mode each signal is measured in (ebpf, cgroupfs, unavailable), 0 for the others."
+    );
+    metrics::describe_histogram!("ballast_scrape_render_seconds", metrics::Unit::Seconds, "Time to render /metrics.");
+    metrics::describe_histogram!(
+        "ballast_collection_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time one collection takes (map reads, cgroupfs reads)."
+    );
+    for mode in Mode::ALL {
+        let up = if mode == state.cpu_mode { 1.0 } else { 0.0 };
+        metrics::gauge!("ballast_collector_up", "signal" => "cpu", "mode" => mode.as_str()).set(up);
+    }
+}
+
+/// The whole `/metrics` body.
+pub fn render(view: &View, self_metrics: &PrometheusHandle) -> String {
+    let mut out = Exposition::new();
+    if let Some(snapshot) = &view.snapshot {
+        let cgroups: Vec<(Vec<(&str, String)>, &CgroupCpu)> =
+            snapshot.cgroups.values().map(|entry| (container_labels(&entry.identity), &entry.cpu)).collect();
+        render_containers(&mut out, &cgroups);
+        render_node(&mut out, snapshot);
+        if let Some(dropped) = snapshot.dropped_events {
+            out.family(
+                "ballast_ebpf_dropped_events_total",
+                "Kernel events not counted because the cgroup map was full.",
+                MetricKind::Counter,
+            );
+            out.sample(&[], dropped as f64);
+        }
+    }
+    if let Some(stats) = &view.program_stats {
+        out.family("ballast_ebpf_program_runs_total", "Runs of each kernel program.", MetricKind::Counter);
+        for s in stats {
+            out.sample(&[("program", s.program)], s.run_count as f64);
+        }
+        out.family(
+            "ballast_ebpf_program_run_seconds_total",
+            "Time spent in each kernel program (BPF run-time statistics).",
+            MetricKind::Counter,
+        );
+        for s in stats {
+            out.sample(&[("program", s.program)], s.run_time_ns as f64 / 1e9);
+        }
+    }
+    out.family(
+        "ballast_collection_failures_total",
+        "Collections that failed (the previous figures stay published).",
+        MetricKind::Counter,
+    );
+    out.sample(&[], view.failed_collections as f64);
+    out.append_raw(&self_metrics.render());
+    out.finish()
+}
+
+fn container_labels(identity: &Identity) -> Vec<(&'static str, String)> {
+    let labels = identity_labels(identity);
+    let mut out = vec![("cgroup", identity.path.clone()), ("workload", labels.workload.to_string())];
+    if let Some(uid) = labels.pod_uid {
+        out.push(("pod_uid", uid));
+    }
+    if let Some(id) = labels.container_id {
+        out.push(("container_id", id));
+    }
+    if let Some(qos) = labels.qos {
+        out.push(("qos", qos.to_string()));
+    }
+    out
+}
+
+fn borrowed<'a>(labels: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    labels.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+fn render_containers(out: &mut Exposition, cgroups: &[(Vec<(&'static str, String)>, &CgroupCpu)]) {
+    out.family(
+        "ballast_container_cpu_seconds_total",
+        "CPU time used by the container's own tasks.",
+        MetricKind::Counter,
+    );
+    for (labels, cpu) in cgroups {
+        out.sample(&borrowed(labels), cpu.on_cpu_ns as f64 / 1e9);
+    }
+    let with_runqueue: Vec<_> =
+        cgroups.iter().filter_map(|(labels, cpu)| cpu.runqueue.as_ref().map(|rq| (labels, rq))).collect();
+    if !with_runqueue.is_empty() {
+        out.family(
+            "ballast_container_cpu_runqueue_wait_seconds_total",
+            "Time the container's tasks were runnable but waiting for a CPU (contention; throttled time excluded where the kernel allows).",
+            MetricKind::Counter,
+        );
+        for (labels, rq) in &with_runqueue {
+            out.sample(&borrowed(labels), rq.runqueue_wait_ns as f64 / 1e9);
+        }
+        out.family(
+            "ballast_container_cpu_runqueue_latency_seconds",
+            "Run-queue waits of the container's tasks, from wakeup or preemption to running.",
+            MetricKind::Histogram,
+        );
+        for (labels, rq) in &with_runqueue {
+            out.histogram(&borrowed(labels), &bucket_upper_bounds_seconds(), &rq.wait_hist, rq.runqueue_wait_ns as f64 / 1e9);
+        }
+        out.family(
+            "ballast_container_context_switches_total",
+            "Context switches of the container's tasks by kind: voluntary (blocked), involuntary (preempted), throttled (CFS quota exhausted).",
+            MetricKind::Counter,
+        );
+        for (labels, rq) in &with_runqueue {
+            for (kind, value) in [
+                ("voluntary", rq.voluntary_switches),
+                ("involuntary", rq.involuntary_switches),
+                ("throttled", rq.throttled_switches),
+            ] {
+                let mut l = borrowed(labels);
+                l.push(("kind", kind));
+                out.sample(&l, value as f64);
+            }
+        }
+        out.family("ballast_container_cpu_wakeups_total", "Wakeups of the container's tasks.", MetricKind::Counter);
+        for (labels, rq) in &with_runqueue {
+            out.sample(&borrowed(labels), rq.wakeups as f64);
+        }
+    }
+    let throttled: Vec<_> =
+        cgroups.iter().filter_map(|(labels, cpu)| cpu.throttling.as_ref().map(|t| (labels, t))).collect();
+    if !throttled.is_empty() {
+        out.family(
+            "ballast_container_cpu_throttled_seconds_total",
+            "Time the container was throttled by its own CFS quota (self-inflicted, not contention). Only containers with a quota.",
+            MetricKind::Counter,
+        );
+        for (labels, t) in &throttled {
+            out.sample(&borrowed(labels), t.throttled_ns as f64 / 1e9);
+        }
+        out.family(
+            "ballast_container_cpu_throttled_periods_total",
+            "CFS enforcement periods in which the container was throttled.",
+            MetricKind::Counter,
+        );
+        for (labels, t) in &throttled {
+            out.sample(&borrowed(labels), t.throttled_periods as f64);
+        }
+        out.family(
+            "ballast_container_cpu_periods_total",
+            "CFS enforcement periods elapsed for the container.",
+            MetricKind::Counter,
+        );
+        for (labels, t) in &throttled {
+            out.sample(&borrowed(labels), t.periods as f64);
+        }
+    }
+    let psi: Vec<_> = cgroups.iter().filter_map(|(labels, cpu)| cpu.psi_some_us.map(|p| (labels, p))).collect();
+    if !psi.is_empty() {
+        out.family(
+            "ballast_container_pressure_cpu_waiting_seconds_total",
+            "PSI cpu 'some' total of the container's cgroup (mixes contention and throttling).",
+            MetricKind::Counter,
+        );
+        for (labels, us) in &psi {
+            out.sample(&borrowed(labels), *us as f64 / 1e6);
+        }
+    }
+}
+
+fn render_node(out: &mut Exposition, snapshot: &CpuSnapshot) {
+    out.family("ballast_node_cpus", "Online CPUs of the node.", MetricKind::Gauge);
+    out.sample(&[], f64::from(snapshot.cpus));
+    out.family(
+        "ballast_node_cpu_seconds_total",
+        "CPU time used on the node, all cgroups (including removed ones).",
+        MetricKind::Counter,
+    );
+    out.sample(&[], snapshot.node.on_cpu_ns as f64 / 1e9);
+    if let Some(rq) = &snapshot.node.runqueue {
+        out.family(
+            "ballast_node_cpu_runqueue_wait_seconds_total",
+            "Run-queue wait of all tasks on the node.",
+            MetricKind::Counter,
+        );
+        out.sample(&[], rq.runqueue_wait_ns as f64 / 1e9);
+        out.family("ballast_node_cpu_runqueue_latency_seconds", "Run-queue waits on the node.", MetricKind::Histogram);
+        out.histogram(&[], &bucket_upper_bounds_seconds(), &rq.wait_hist, rq.runqueue_wait_ns as f64 / 1e9);
+        out.family("ballast_node_context_switches_total", "Context switches on the node by kind.", MetricKind::Counter);
+        for (kind, value) in [
+            ("voluntary", rq.voluntary_switches),
+            ("involuntary", rq.involuntary_switches),
+            ("throttled", rq.throttled_switches),
+        ] {
+            out.sample(&[("kind", kind)], value as f64);
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! What the agent knows right now: the last snapshot, the load of the last window and how the
+//! signals are measured. Written by the collection loop, read by the HTTP handlers.
+
+use std::sync::RwLock;
+
+use crate::{
+    collect::{ebpf::ProgramStats, sample::CpuSnapshot, sample::Mode},
+    load::cpu::{cpu_load, CpuLoad},
+};
+
+/// One consistent view, swapped whole under the lock so readers never see half an update.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    pub snapshot: Option<CpuSnapshot>,
+    pub load: Option<CpuLoad>,
+    pub program_stats: Option<Vec<ProgramStats>>,
+    /// Collections that failed since start (the previous view stays published).
+    pub failed_collections: u64,
+}
+
+#[derive(Debug)]
+pub struct AgentState {
+    pub node_name: String,
+    pub cpu_mode: Mode,
+    pub fallback_reason: Option<String>,
+    /// Whether run-queue wait excludes throttled time (`None` when wait is not measured).
+    pub wait_excludes_throttling: Option<bool>,
+    pub interval_seconds: f64,
+    view: RwLock<View>,
+}
+
+impl AgentState {
+    pub fn new(node_name: String, cpu_mode: Mode, fallback_reason: Option<String>, interval_seconds: f64) -> Self {
+        Self {
+            node_name,
+            cpu_mode,
+            fallback_reason,
+            wait_excludes_throttling: None,
+            interval_seconds,
+            view: RwLock::new(View::default()),
+        }
+    }
+
+    /// Publishes a new snapshot; the load is computed against the previous one.
+    pub fn publish(&self, snapshot: CpuSnapshot, program_stats: Option<Vec<ProgramStats>>) {
+        let mut view = self.view.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let load = view.snapshot.as_ref().and_then(|previous| cpu_load(previous, &snapshot));
+        view.load = load.or_else(|| view.load.take());
+        view.snapshot = Some(snapshot);
+        view.program_stats = program_stats;
+    }
+
+    pub fn record_failure(&self) {
+        let mut view = self.view.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        view.failed_collections += 1;
+    }
+
+    /// A copy of the current view (cheap enough at a scrape every few seconds, and it keeps the
+    /// lock short).
+    pub fn view(&self) -> View {
+        self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}

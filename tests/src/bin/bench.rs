@@ -1,0 +1,218 @@
+//! `ballast-bench`: the end-to-end benchmarks behind `cargo xtask bench`, run as root on the
+//! real kernel. Prints a Markdown report for BENCHMARKS.md.
+//!
+//! 1. Kernel cost per event under a context-switch storm (pipe ping-pong pinned to one CPU),
+//!    from BPF run-time statistics, and the storm's throughput with the agent attached divided
+//!    by without, measured alternately in one run.
+//! 2. Agent CPU and peak RSS with N live cgroups (each with a task waking every 100 ms), 1 s
+//!    interval, /metrics scraped every 15 s, for the eBPF path and the cgroupfs fallback
+//!    alternately in one run; plus /metrics scrape latency at that size.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+use ballast_tests::{load_bin, privileged, sample_with, wait_line, Agent, TestCgroup};
+
+struct Options {
+    storm_seconds: u64,
+    storm_rounds: usize,
+    cgroups: usize,
+    soak_seconds: u64,
+    soak_rounds: usize,
+}
+
+fn main() -> Result<()> {
+    if !privileged() {
+        bail!("benchmarks attach kernel programs: run as root");
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let options = if quick {
+        Options { storm_seconds: 2, storm_rounds: 2, cgroups: 50, soak_seconds: 16, soak_rounds: 1 }
+    } else {
+        Options { storm_seconds: 5, storm_rounds: 3, cgroups: 500, soak_seconds: 60, soak_rounds: 2 }
+    };
+    let mut report = String::new();
+    report.push_str(&storm(&options)?);
+    report.push_str(&soak(&options)?);
+    println!("{report}");
+    Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Round trips per second of a ping-pong pinned to CPU 0.
+fn pingpong(seconds: u64) -> Result<f64> {
+    let output = Command::new(load_bin()?).args(["pingpong", &seconds.to_string(), "0"]).output()?;
+    if !output.status.success() {
+        bail!("ping-pong failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    String::from_utf8(output.stdout)?.trim().parse::<f64>().context("ping-pong output")
+}
+
+/// (runs, seconds) of a program from the agent's /metrics.
+fn program_counters(agent: &Agent, program: &str) -> Result<(f64, f64)> {
+    let scrape = agent.scrape()?;
+    let runs = sample_with(&scrape, "ballast_ebpf_program_runs_total", &[("program", program)])
+        .ok_or_else(|| anyhow!("no run count for {program}: are BPF statistics enabled?"))?;
+    let seconds = sample_with(&scrape, "ballast_ebpf_program_run_seconds_total", &[("program", program)])
+        .ok_or_else(|| anyhow!("no run time for {program}"))?;
+    Ok((runs, seconds))
+}
+
+fn storm(options: &Options) -> Result<String> {
+    let programs = ["sched_switch", "sched_wakeup", "flush_tick"];
+    let mut without = Vec::new();
+    let mut with = Vec::new();
+    let mut per_event: Vec<Vec<f64>> = vec![Vec::new(); programs.len()];
+    let mut events_per_second = Vec::new();
+    for _ in 0..options.storm_rounds {
+        without.push(pingpong(options.storm_seconds)?);
+        let agent = Agent::start(&["--interval", "1s"])?;
+        std::thread::sleep(Duration::from_millis(1500));
+        let before: Vec<_> = programs.iter().map(|p| program_counters(&agent, p)).collect::<Result<_>>()?;
+        let started = Instant::now();
+        with.push(pingpong(options.storm_seconds)?);
+        let elapsed = started.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_millis(1500));
+        let after: Vec<_> = programs.iter().map(|p| program_counters(&agent, p)).collect::<Result<_>>()?;
+        for (i, ((runs0, secs0), (runs1, secs1))) in before.iter().zip(&after).enumerate() {
+            let runs = runs1 - runs0;
+            if runs > 0.0 {
+                per_event[i].push((secs1 - secs0) * 1e9 / runs);
+            }
+            if i == 0 {
+                events_per_second.push(runs / elapsed);
+            }
+        }
+        agent.stop()?;
+    }
+    let (w, a) = (median(&mut without), median(&mut with));
+    let mut out = format!(
+        "### Kernel cost under a context-switch storm\n\n\
+         pipe ping-pong between two processes pinned to CPU 0, {}x{} s per side, alternating.\n\n\
+         | figure | median |\n|---|---|\n\
+         | round trips/s without agent | {w:.0} |\n| round trips/s with agent | {a:.0} |\n\
+         | ratio with/without | {:.3} |\n| sched_switch events/s during storm | {:.0} |\n",
+        options.storm_rounds,
+        options.storm_seconds,
+        a / w,
+        median(&mut events_per_second),
+    );
+    for (name, costs) in programs.iter().zip(per_event.iter_mut()) {
+        out.push_str(&format!("| {name} ns/event (run_time_ns/run_cnt) | {:.1} |\n", median(costs)));
+    }
+    out.push('\n');
+    Ok(out)
+}
+
+/// CPU seconds (utime+stime, all threads) and peak RSS (VmHWM, KiB) of a process.
+fn process_usage(pid: u32) -> Result<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_comm = stat.rsplit_once(')').map(|(_, rest)| rest).ok_or_else(|| anyhow!("bad stat"))?;
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // Fields 14 and 15 of stat are the 12th and 13th after the command name.
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .ok_or_else(|| anyhow!("no VmHWM"))?;
+    Ok((ticks / hz, hwm))
+}
+
+struct SoakResult {
+    cpu_share: f64,
+    peak_rss_kib: u64,
+    scrape_ms: Vec<f64>,
+    containers: usize,
+}
+
+fn soak_once(options: &Options, extra: &[&str]) -> Result<SoakResult> {
+    let mut args = vec!["--interval", "1s"];
+    args.extend_from_slice(extra);
+    let agent = Agent::start(&args)?;
+    // Warm up: the first walks and map entries.
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = agent.pid();
+    let (cpu0, _) = process_usage(pid)?;
+    let started = Instant::now();
+    let mut scrape_ms = Vec::new();
+    let mut containers = 0;
+    while started.elapsed() < Duration::from_secs(options.soak_seconds) {
+        let t = Instant::now();
+        let text = agent.get_text("/metrics")?;
+        scrape_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        containers = text.lines().filter(|l| l.starts_with("ballast_container_cpu_seconds_total{")).count();
+        std::thread::sleep(Duration::from_secs(15).min(Duration::from_secs(options.soak_seconds)));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (cpu1, peak_rss_kib) = process_usage(pid)?;
+    // Scrape latency at this size, back to back (not counted in the CPU window above).
+    for _ in 0..20 {
+        let t = Instant::now();
+        agent.get_text("/metrics")?;
+        scrape_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    agent.stop()?;
+    Ok(SoakResult { cpu_share: (cpu1 - cpu0) / elapsed, peak_rss_kib, scrape_ms, containers })
+}
+
+fn soak(options: &Options) -> Result<String> {
+    let mut cgroups = Vec::with_capacity(options.cgroups);
+    for i in 0..options.cgroups {
+        let mut cgroup = TestCgroup::new(&format!("ballast-bench-{i}"))?;
+        let (_, mut stdout) = cgroup.spawn_load(&["tick", "100"])?;
+        wait_line(&mut stdout, "ready")?;
+        cgroups.push(cgroup);
+    }
+    let mut ebpf = Vec::new();
+    let mut fallback = Vec::new();
+    for _ in 0..options.soak_rounds {
+        ebpf.push(soak_once(options, &[])?);
+        fallback.push(soak_once(options, &["--no-ebpf"])?);
+    }
+    drop(cgroups);
+    let summarize = |runs: &[SoakResult]| {
+        let mut cpu: Vec<f64> = runs.iter().map(|r| r.cpu_share).collect();
+        let mut scrape: Vec<f64> = runs.iter().flat_map(|r| r.scrape_ms.clone()).collect();
+        let rss = runs.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
+        let containers = runs.iter().map(|r| r.containers).min().unwrap_or(0);
+        (median(&mut cpu), rss, median(&mut scrape), containers)
+    };
+    let (e_cpu, e_rss, e_scrape, e_n) = summarize(&ebpf);
+    let (f_cpu, f_rss, f_scrape, f_n) = summarize(&fallback);
+    Ok(format!(
+        "### Agent cost with {} live cgroups\n\n\
+         each cgroup holds a task waking every 100 ms; 1 s interval; /metrics scraped every 15 s; \
+         {} x {} s per mode, alternating.\n\n\
+         | mode | CPU (share of one core) | peak RSS | /metrics median latency | container series |\n|---|---|---|---|---|\n\
+         | eBPF | {:.3} % | {:.1} MiB | {:.2} ms | {} |\n| cgroupfs fallback | {:.3} % | {:.1} MiB | {:.2} ms | {} |\n\n\
+         eBPF CPU / fallback CPU: {:.3}\n\n",
+        options.cgroups,
+        options.soak_rounds,
+        options.soak_seconds,
+        e_cpu * 100.0,
+        e_rss as f64 / 1024.0,
+        e_scrape,
+        e_n,
+        f_cpu * 100.0,
+        f_rss as f64 / 1024.0,
+        f_scrape,
+        f_n,
+        e_cpu / f_cpu,
+    ))
+}

@@ -1,0 +1,126 @@
+//! Workloads for tests and benchmarks, in one small binary so tests control exactly what runs.
+//!
+//! - `busy SECONDS [CPU]`: spin for SECONDS (pinned to CPU if given), print `done`, then stay
+//!   alive and idle until stdin closes, so ground truth can still be read from /proc.
+//! - `tick MILLIS [CPU]`: sleep MILLIS in a loop (a nearly idle task that wakes up) until stdin
+//!   closes.
+//! - `pingpong SECONDS [CPU]`: two processes bounce a byte over two pipes for SECONDS (a
+//!   context-switch storm, both pinned to CPU if given) and print round trips per second.
+
+use std::{
+    io::{Read, Write},
+    time::{Duration, Instant},
+};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let number = |i: usize| args.get(i).and_then(|a| a.parse::<u64>().ok());
+    let result = match (args.get(1).map(String::as_str), number(2)) {
+        (Some("busy"), Some(seconds)) => busy(seconds, number(3)),
+        (Some("tick"), Some(millis)) => tick(millis, number(3)),
+        (Some("pingpong"), Some(seconds)) => pingpong(seconds, number(3)),
+        _ => Err("usage: ballast-load busy SECONDS [CPU] | tick MILLIS [CPU] | pingpong SECONDS [CPU]".into()),
+    };
+    if let Err(err) = result {
+        eprintln!("ballast-load: {err}");
+        std::process::exit(2);
+    }
+}
+
+fn pin(cpu: Option<u64>) -> Result<(), String> {
+    let Some(cpu) = cpu else { return Ok(()) };
+    let cpu = usize::try_from(cpu).map_err(|e| e.to_string())?;
+    // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set and CPU_SET stays in bounds
+    // for any CPU number below CPU_SETSIZE, which sched_setaffinity then validates.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(format!("pinning to CPU {cpu}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+fn wait_for_stdin_close() {
+    let mut sink = [0u8; 64];
+    let mut stdin = std::io::stdin();
+    while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+}
+
+fn busy(seconds: u64, cpu: Option<u64>) -> Result<(), String> {
+    pin(cpu)?;
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut x: u64 = 1;
+    while Instant::now() < end {
+        for _ in 0..10_000 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    }
+    println!("done");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    wait_for_stdin_close();
+    Ok(())
+}
+
+fn tick(millis: u64, cpu: Option<u64>) -> Result<(), String> {
+    pin(cpu)?;
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        wait_for_stdin_close();
+        let _ = tx.send(());
+    });
+    println!("ready");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    while rx.recv_timeout(Duration::from_millis(millis)).is_err() {}
+    Ok(())
+}
+
+fn pingpong(seconds: u64, cpu: Option<u64>) -> Result<(), String> {
+    pin(cpu)?;
+    let mut there = [0i32; 2];
+    let mut back = [0i32; 2];
+    // SAFETY: pipe() writes two fds into each valid 2-element array.
+    if unsafe { libc::pipe(there.as_mut_ptr()) } != 0 || unsafe { libc::pipe(back.as_mut_ptr()) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: the child only uses read/write/_exit on inherited fds (async-signal-safe).
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    let mut byte = [0u8; 1];
+    if child == 0 {
+        loop {
+            // SAFETY: valid fds and a 1-byte buffer; the child exits when the parent closes.
+            let n = unsafe { libc::read(there[0], byte.as_mut_ptr().cast(), 1) };
+            if n != 1 {
+                // SAFETY: terminate the child without running the parent's destructors.
+                unsafe { libc::_exit(0) };
+            }
+            // SAFETY: as above.
+            unsafe { libc::write(back[1], byte.as_ptr().cast(), 1) };
+        }
+    }
+    let start = Instant::now();
+    let end = start + Duration::from_secs(seconds);
+    let mut round_trips: u64 = 0;
+    while Instant::now() < end {
+        for _ in 0..1000 {
+            // SAFETY: valid fds and a 1-byte buffer.
+            unsafe {
+                libc::write(there[1], byte.as_ptr().cast(), 1);
+                libc::read(back[0], byte.as_mut_ptr().cast(), 1);
+            }
+        }
+        round_trips += 1000;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    // SAFETY: closing our write end ends the child's loop; waitpid reaps it.
+    unsafe {
+        libc::close(there[1]);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+    println!("{:.0}", round_trips as f64 / elapsed);
+    Ok(())
+}

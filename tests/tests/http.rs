@@ -1,0 +1,97 @@
+//! The agent's HTTP surface against a real agent process: /metrics parses as Prometheus text
+//! and carries the promised families, /v1/load follows its schema, /healthz answers.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use ballast_tests::{eventually, privileged, sample_with, wait_line, Agent, TestCgroup};
+use prometheus_parse::Value;
+
+#[test]
+fn metrics_and_load_document_carry_the_cpu_families() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let agent = Agent::start(&["--interval", "500ms", "--rescan-interval", "1s"])?;
+    // A cgroup with a CFS quota on the v1 cpu controller (hybrid host): throttling shows up as its
+    // own family and not as run-queue wait.
+    let mut limited = TestCgroup::new("ballast-http-quota")?.with_v1_cpu_quota(10_000, 100_000)?;
+    let (_, mut stdout) = limited.spawn_load(&["busy", "2", "1"])?;
+    wait_line(&mut stdout, "done")?;
+
+    let scrape = eventually(Duration::from_secs(10), || {
+        let scrape = agent.scrape()?;
+        let throttled = sample_with(
+            &scrape,
+            "ballast_container_cpu_throttled_periods_total",
+            &[("cgroup", limited.path.as_str())],
+        );
+        Ok(throttled.filter(|v| *v > 0.0).map(|_| scrape))
+    })?;
+    let types: std::collections::HashMap<&str, &str> = scrape
+        .docs
+        .keys()
+        .map(|name| (name.as_str(), "documented"))
+        .collect();
+    for family in [
+        "ballast_container_cpu_seconds_total",
+        "ballast_container_cpu_runqueue_wait_seconds_total",
+        "ballast_container_cpu_runqueue_latency_seconds",
+        "ballast_container_context_switches_total",
+        "ballast_container_cpu_throttled_seconds_total",
+        "ballast_container_cpu_throttled_periods_total",
+        "ballast_node_cpu_seconds_total",
+        "ballast_node_cpu_runqueue_wait_seconds_total",
+        "ballast_ebpf_program_runs_total",
+        "ballast_ebpf_program_run_seconds_total",
+        "ballast_collector_up",
+    ] {
+        assert!(types.contains_key(family), "/metrics lacks the HELP of {family}");
+        assert!(
+            scrape.samples.iter().any(|s| s.metric == family || s.metric.starts_with(&format!("{family}_"))),
+            "/metrics has no samples of {family}"
+        );
+    }
+    // The histogram parses as a histogram with cumulative buckets up to +Inf.
+    let histogram = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "ballast_container_cpu_runqueue_latency_seconds")
+        .map(|s| &s.value);
+    match histogram {
+        Some(Value::Histogram(buckets)) => {
+            assert!(buckets.len() >= 23, "1 µs .. 4 s needs 23 finite bounds, got {}", buckets.len());
+            assert!(buckets.windows(2).all(|w| w[0].count <= w[1].count), "buckets are cumulative");
+        }
+        other => panic!("runqueue latency is not a histogram: {other:?}"),
+    }
+    for kind in ["voluntary", "involuntary", "throttled"] {
+        assert!(
+            sample_with(&scrape, "ballast_container_context_switches_total", &[("kind", kind)]).is_some(),
+            "no context switches of kind {kind}"
+        );
+    }
+    assert_eq!(sample_with(&scrape, "ballast_collector_up", &[("signal", "cpu"), ("mode", "ebpf")]), Some(1.0));
+    let runs = sample_with(&scrape, "ballast_ebpf_program_runs_total", &[("program", "sched_switch")]);
+    assert!(runs.is_some_and(|r| r > 0.0), "sched_switch run count from BPF statistics");
+
+    // Throttled, not contended: a 10 % quota on an otherwise idle CPU.
+    let path = limited.path.as_str();
+    let cpu = sample_with(&scrape, "ballast_container_cpu_seconds_total", &[("cgroup", path)]).unwrap_or(0.0);
+    let throttled = sample_with(&scrape, "ballast_container_cpu_throttled_seconds_total", &[("cgroup", path)]).unwrap_or(0.0);
+    let wait = sample_with(&scrape, "ballast_container_cpu_runqueue_wait_seconds_total", &[("cgroup", path)]).unwrap_or(f64::NAN);
+    eprintln!("quota cgroup: cpu {cpu:.3} s, throttled {throttled:.3} s, run-queue wait {wait:.4} s");
+    assert!(throttled > 1.0, "a busy task under a 10 % quota is throttled most of 2 s");
+    assert!(wait < 0.1 * throttled, "throttled time must not count as run-queue wait");
+
+    let load = agent.load()?;
+    assert_eq!(load.schema, "ballast.io/load/v1");
+    assert_eq!(load.runqueue_wait_excludes_throttling, Some(true));
+    assert!(load.cpu.cpus >= 1);
+    let row = load.containers.iter().find(|c| c.cgroup == limited.path);
+    assert!(row.is_some(), "/v1/load lists the test cgroup");
+    assert_eq!(agent.get_text("/healthz")?.trim(), "ok");
+    let status = agent.stop()?;
+    assert!(status.success(), "SIGTERM ends the agent cleanly: {status}");
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! `cargo xtask bench`: criterion micro-benchmarks of the user-space hot paths, then the
+//! end-to-end benchmarks (`ballast-bench`: kernel cost per event, agent CPU and memory) on the
+//! real kernel, with release builds.
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::{cargo, setup::run, workspace_root};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Short runs (smaller sizes) to check the benchmarks themselves work.
+    #[arg(long)]
+    quick: bool,
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let mut criterion = cargo();
+    criterion.args(["bench", "--package", "ballast"]);
+    if args.quick {
+        criterion.args(["--", "--quick"]);
+    }
+    run(&mut criterion)?;
+    run(cargo().args(["build", "--release", "--package", "ballast", "--package", "ballast-tests", "--bins"]))?;
+    let mut end_to_end = std::process::Command::new(workspace_root().join("target/release/ballast-bench"));
+    if args.quick {
+        end_to_end.arg("--quick");
+    }
+    run(&mut end_to_end)
+}
