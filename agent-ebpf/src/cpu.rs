@@ -9,12 +9,13 @@
 //! tick also charges the on-CPU time of tasks that run for long stretches without switching, so
 //! user space never lags by more than one tick.
 //!
-//! Throttling is kept out of the wait: when a cgroup exhausts its CFS quota, the kernel (6.18+)
-//! runs `throttle_cfs_rq_work` in the context of each of its tasks before taking it off the CPU.
-//! An fentry program marks that, and the task's switch-out then starts no wait (the kernel's own
-//! schedstat run delay does count throttled time; Ballast's contention figure must not, because
-//! moving a throttled pod does not help it). On kernels without that function the program is
-//! not attached and user space reports the wait as throttle-inclusive.
+//! Throttling is kept out of the wait: when a cgroup exhausts its CFS quota, the kernel (6.18+,
+//! task-based throttling) sets `task_struct::throttled` and takes each task off the CPU while
+//! still runnable. Such a switch-out starts no wait (the kernel's own schedstat run delay does
+//! count throttled time; Ballast's contention figure must not, because moving a throttled pod
+//! does not help it). The field's offset comes from user space, which reads it from the running
+//! kernel's BTF; on kernels without the field it stays 0 and user space reports the wait as
+//! throttle-inclusive.
 //!
 //! A wait starts at a wakeup (`sched_wakeup`, `sched_wakeup_new`) or when a task is preempted
 //! while still runnable (`sched_switch` with `preempt` set or `prev_state == TASK_RUNNING`), and
@@ -23,10 +24,10 @@
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::{btf_tracepoint, fentry, map, perf_event},
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{btf_tracepoint, map, perf_event},
     maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
-    programs::{BtfTracePointContext, FEntryContext, PerfEventContext},
+    programs::{BtfTracePointContext, PerfEventContext},
     EbpfContext,
 };
 use aya_log_ebpf::warn;
@@ -54,6 +55,26 @@ fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// Byte offset of `task_struct::throttled`, set by user space at load time from the kernel's BTF
+/// (a read-only global); 0 when the kernel has no such field.
+#[unsafe(no_mangle)]
+static TASK_THROTTLED_OFFSET: u64 = 0;
+
+/// Whether `task` has just been throttled by CFS bandwidth control.
+#[inline(always)]
+fn is_throttled(task: u64) -> bool {
+    // SAFETY: reading a global through a volatile load keeps the compiler from folding the
+    // placeholder 0 into the code; the loader patches the real value.
+    let offset = unsafe { core::ptr::read_volatile(&TASK_THROTTLED_OFFSET) };
+    if offset == 0 {
+        return false;
+    }
+    // SAFETY: bpf_probe_read_kernel validates the address itself and fails cleanly on a bad one;
+    // `task` is the `prev` task_struct pointer handed to the tracepoint.
+    let flag = unsafe { bpf_probe_read_kernel(task.wrapping_add(offset) as *const u8) };
+    matches!(flag, Ok(v) if v != 0)
+}
+
 /// `TASK_RUNNING` in `task_struct::__state`.
 const TASK_RUNNING: u64 = 0;
 
@@ -79,7 +100,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let slot = unsafe { &mut *slot };
 
     let still_runnable = (preempt & 1) != 0 || (prev_state & 0xffff_ffff) == TASK_RUNNING;
-    let throttled = core::mem::take(&mut slot.current_throttled) != 0;
+    let throttled = still_runnable && is_throttled(prev);
     let leaving_is_idle = (bpf_get_current_pid_tgid() as u32) == 0;
     if leaving_is_idle {
         // The idle task neither waits nor counts as load.
@@ -174,18 +195,6 @@ fn try_flush_tick(ctx: &PerfEventContext) -> Result<(), i64> {
     }
     charge_current(ctx, slot, now, Switch::None);
     Ok(())
-}
-
-/// `throttle_cfs_rq_work(struct callback_head *work)`: runs in the context of a task whose
-/// cgroup is throttled, right before the kernel takes it off the CPU.
-#[fentry(function = "throttle_cfs_rq_work")]
-pub fn throttle_work(ctx: FEntryContext) -> i32 {
-    let _ = ctx;
-    if let Some(slot) = CPU_SLOT.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot pointer valid for this run; see try_sched_switch.
-        unsafe { (*slot).current_throttled = 1 };
-    }
-    0
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -107,9 +107,6 @@ pub struct CpuSlot {
     pub pending_from_wakeup: u64,
     /// Events whose cgroup could not get a map entry (map full): counted, never silent.
     pub dropped_events: u64,
-    /// 1 when the current task is being throttled (CFS quota exhausted): its next switch-out
-    /// starts no run-queue wait.
-    pub current_throttled: u64,
 }
 
 #[cfg(feature = "user")]

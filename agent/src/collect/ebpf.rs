@@ -10,7 +10,7 @@ use aya::{
     maps::{MapData, PerCpuArray, PerCpuHashMap},
     programs::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
-        BtfTracePoint, FEntry, PerfEvent,
+        BtfTracePoint, PerfEvent,
     },
     sys::{enable_stats, Stats},
     Btf, Ebpf, EbpfLoader,
@@ -18,18 +18,16 @@ use aya::{
 use aya_log::EbpfLogger;
 use ballast_common::{CpuCounters, CpuSlot};
 use thiserror::Error;
+
+use super::btf::kernel_member_offset;
 use tracing::{debug, warn};
 
 /// The scheduler tracepoints the CPU collector attaches to (BTF-typed, no tracefs needed).
 const SCHED_PROGRAMS: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
 /// The per-CPU flush tick.
 const TICK_PROGRAM: &str = "flush_tick";
-/// Marks tasks taken off the CPU by CFS throttling (kernel 6.18+; optional).
-const THROTTLE_PROGRAM: &str = "throttle_work";
-const THROTTLE_FUNCTION: &str = "throttle_cfs_rq_work";
 /// Names of every program, as exported in `ballast_ebpf_program_*{program}`.
-pub const PROGRAM_NAMES: [&str; 5] =
-    ["sched_switch", "sched_wakeup", "sched_wakeup_new", TICK_PROGRAM, THROTTLE_PROGRAM];
+pub const PROGRAM_NAMES: [&str; 4] = ["sched_switch", "sched_wakeup", "sched_wakeup_new", TICK_PROGRAM];
 
 /// Why the kernel programs could not be used. Every message says what to do; the agent then
 /// falls back to cgroupfs and reports the mode.
@@ -103,8 +101,25 @@ impl CpuProbe {
             return Err(EbpfError::NoBtf);
         }
         let btf = Btf::from_sys_fs()?;
+        // Kernels with task-based CFS throttling (6.18+) flag throttled tasks; the programs read
+        // the flag to keep throttled time out of the run-queue wait.
+        let throttled_offset = match kernel_member_offset("task_struct", "throttled") {
+            Ok(offset) => offset,
+            Err(err) => {
+                warn!(error = %err, "looking up task_struct::throttled in kernel BTF failed");
+                None
+            }
+        };
+        if throttled_offset.is_none() {
+            warn!(
+                "this kernel does not flag throttled tasks (task_struct::throttled, 6.18+): run-queue \
+                 wait of cgroups with a CPU quota includes their throttled time"
+            );
+        }
+        let offset_global = throttled_offset.unwrap_or(0);
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
+            .override_global("TASK_THROTTLED_OFFSET", &offset_global, true)
             .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ballast")))
             .map_err(|err| match &err {
                 aya::EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. })
@@ -147,17 +162,7 @@ impl CpuProbe {
             )
             .map_err(wrap)?;
         }
-        let throttle_aware = match attach_throttle_marker(&mut ebpf, &btf) {
-            Ok(()) => true,
-            Err(err) => {
-                warn!(
-                    error = %err,
-                    "throttling cannot be told apart in the kernel on this kernel: run-queue wait of \
-                     cgroups with a CPU quota includes their throttled time"
-                );
-                false
-            }
-        };
+        let throttle_aware = throttled_offset.is_some();
         let cgroup_cpu = take_map(&mut ebpf, "CGROUP_CPU")?;
         let cpu_slot = take_map(&mut ebpf, "CPU_SLOT")?;
         debug!(tick_hz, "eBPF CPU programs attached");
@@ -228,14 +233,6 @@ impl CpuProbe {
             logger.flush();
         }
     }
-}
-
-fn attach_throttle_marker(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), EbpfError> {
-    let program: &mut FEntry = program_mut(ebpf, THROTTLE_PROGRAM)?;
-    let wrap = |source| EbpfError::Program { program: THROTTLE_PROGRAM, source };
-    program.load(THROTTLE_FUNCTION, btf).map_err(wrap)?;
-    program.attach().map_err(wrap)?;
-    Ok(())
 }
 
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, EbpfError>

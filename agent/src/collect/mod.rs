@@ -1,5 +1,6 @@
 //! Measuring: kernel programs and cgroupfs readers, per cgroup.
 
+pub mod btf;
 pub mod cgroup;
 pub mod cgroupfs;
 pub mod cpu;
