@@ -9,6 +9,10 @@
 //! tick also charges the on-CPU time of tasks that run for long stretches without switching, so
 //! user space never lags by more than one tick.
 //!
+//! On-CPU time is the kernel's own `sum_exec_runtime` of the task (read at switch-out and at the
+//! tick), so it matches `cpu.stat` exactly, steal and IRQ time excluded as the kernel excludes
+//! them. Where that field cannot be located it falls back to timestamps (then steal time counts).
+//!
 //! Throttling is kept out of the wait: when a cgroup exhausts its CFS quota, the kernel (6.18+,
 //! task-based throttling) sets `task_struct::throttled` and takes each task off the CPU while
 //! still runnable. Such a switch-out starts no wait (the kernel's own schedstat run delay does
@@ -24,7 +28,10 @@
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
+    },
     macros::{btf_tracepoint, map, perf_event},
     maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePointContext, PerfEventContext},
@@ -59,6 +66,35 @@ fn now_ns() -> u64 {
 /// (a read-only global); 0 when the kernel has no such field.
 #[unsafe(no_mangle)]
 static TASK_THROTTLED_OFFSET: u64 = 0;
+
+/// Byte offset of `task_struct::se.sum_exec_runtime`, set by user space from the kernel's BTF;
+/// 0 when unknown.
+#[unsafe(no_mangle)]
+static TASK_RUNTIME_OFFSET: u64 = 0;
+
+/// The kernel's CPU-time accounting of `task`, ns; `None` when its offset is unknown.
+#[inline(always)]
+fn task_runtime(task: u64) -> Option<u64> {
+    // SAFETY: volatile read of a loader-patched global; see is_throttled.
+    let offset = unsafe { core::ptr::read_volatile(&TASK_RUNTIME_OFFSET) };
+    if offset == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address; `task` is a task_struct pointer.
+    unsafe { bpf_probe_read_kernel(task.wrapping_add(offset) as *const u64) }.ok()
+}
+
+/// CPU time of the current task since its last charge on this CPU.
+#[inline(always)]
+fn on_cpu_delta(slot: &CpuSlot, now: u64, current_runtime: Option<u64>) -> u64 {
+    if slot.charged_until_ns == 0 {
+        return 0;
+    }
+    match current_runtime {
+        Some(runtime) => runtime.saturating_sub(slot.runtime_base_ns),
+        None => now.saturating_sub(slot.charged_until_ns),
+    }
+}
 
 /// Whether `task` has just been throttled by CFS bandwidth control.
 #[inline(always)]
@@ -111,7 +147,8 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
             (true, false) => Switch::Involuntary,
             (false, _) => Switch::Voluntary,
         };
-        charge_current(ctx, slot, now, switch);
+        let on_cpu = on_cpu_delta(slot, now, task_runtime(prev));
+        charge_current(ctx, slot, now, on_cpu, switch);
         if switch == Switch::Throttled {
             // Whatever stale wait the task had must not span its throttled time either.
             let _ = WAIT_START.remove(&prev);
@@ -124,6 +161,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
 
     // The arriving task's wait ends now; it is charged once the task is current.
     slot.charged_until_ns = now;
+    slot.runtime_base_ns = task_runtime(next).unwrap_or(u64::MAX);
     if let Some(start) = WAIT_START.get_ptr_mut(&next) {
         // SAFETY: a pointer from a map lookup is valid for this run; the entry of a task that is
         // being switched in is written by nobody else meanwhile (its wakeups are done).
@@ -193,7 +231,12 @@ fn try_flush_tick(ctx: &PerfEventContext) -> Result<(), i64> {
         slot.charged_until_ns = now;
         return Ok(());
     }
-    charge_current(ctx, slot, now, Switch::None);
+    // SAFETY: the helper takes no arguments and returns the current task's address.
+    let current = unsafe { bpf_get_current_task() };
+    let runtime = task_runtime(current);
+    let on_cpu = on_cpu_delta(slot, now, runtime);
+    charge_current(ctx, slot, now, on_cpu, Switch::None);
+    slot.runtime_base_ns = runtime.unwrap_or(u64::MAX);
     Ok(())
 }
 
@@ -208,7 +251,7 @@ enum Switch {
 /// Charges the current task's cgroup with its on-CPU time since the last charge on this CPU,
 /// its parked wait (if any) and the kind of switch.
 #[inline(always)]
-fn charge_current<C: EbpfContext>(ctx: &C, slot: &mut CpuSlot, now: u64, switch: Switch) {
+fn charge_current<C: EbpfContext>(ctx: &C, slot: &mut CpuSlot, now: u64, on_cpu: u64, switch: Switch) {
     // SAFETY: the helper takes no arguments and is allowed in every program type used here.
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
     let Some(counters) = cgroup_counters(ctx, cgroup, slot) else {
@@ -218,9 +261,7 @@ fn charge_current<C: EbpfContext>(ctx: &C, slot: &mut CpuSlot, now: u64, switch:
     };
     // SAFETY: valid per-CPU map value pointer for this run; only this CPU writes its copy.
     let counters = unsafe { &mut *counters };
-    if slot.charged_until_ns != 0 {
-        counters.on_cpu_ns += now.saturating_sub(slot.charged_until_ns);
-    }
+    counters.on_cpu_ns += on_cpu;
     slot.charged_until_ns = now;
     if slot.pending_wait != 0 {
         let wait = slot.pending_wait_ns;

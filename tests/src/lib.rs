@@ -325,6 +325,25 @@ pub fn sample_with(scrape: &prometheus_parse::Scrape, family: &str, labels: &[(&
     })
 }
 
+/// The value of `family` for cgroup `path` once it stops moving (two scrapes a second apart agree),
+/// i.e. after the agent has charged everything the cgroup's finished workload did.
+pub fn settled_value(agent: &Agent, family: &str, path: &str) -> Result<f64> {
+    let mut last: Option<f64> = None;
+    eventually(Duration::from_secs(15), || {
+        let now = sample_for(&agent.scrape()?, family, path, &[]);
+        let stable = match (last, now) {
+            (Some(a), Some(b)) if a == b => Some(b),
+            _ => None,
+        };
+        last = now;
+        if stable.is_none() {
+            std::thread::sleep(Duration::from_millis(900));
+        }
+        Ok(stable)
+    })
+    .with_context(|| format!("{family} of {path} never settled (last value {last:?})"))
+}
+
 /// Polls `probe` until it returns `Some`, for at most `timeout`.
 pub fn eventually<T>(timeout: Duration, mut probe: impl FnMut() -> Result<Option<T>>) -> Result<T> {
     let deadline = Instant::now() + timeout;

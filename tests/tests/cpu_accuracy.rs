@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use ballast_tests::{
-    cgroup_ids_in_kernel_maps, eventually, privileged, run_delay_ns, sample_for, sample_with, wait_line, Agent, TestCgroup,
+    cgroup_ids_in_kernel_maps, eventually, privileged, run_delay_ns, sample_for, sample_with, settled_value, wait_line, Agent, TestCgroup,
 };
 
 const CPU_SECONDS: &str = "ballast_container_cpu_seconds_total";
@@ -35,23 +35,8 @@ fn contention_on_one_cpu_matches_kernel_accounting() -> Result<()> {
     // The tasks now sleep on stdin: everything they did is charged (they switched out).
     let truth_wait: u64 = workers.iter().map(|(pid, _)| run_delay_ns(*pid)).sum::<Result<u64>>()?;
     let truth_cpu = cgroup.cpu_usage_ns()?;
-    let (cpu, wait) = eventually(Duration::from_secs(10), || {
-        let scrape = agent.scrape()?;
-        let cpu = sample_for(&scrape, CPU_SECONDS, &cgroup.path, &[]);
-        let wait = sample_for(&scrape, WAIT_SECONDS, &cgroup.path, &[]);
-        // Wait for a collection after the last charge: the CPU figure stops moving.
-        Ok(match (cpu, wait) {
-            (Some(c), Some(w)) if relative_error(c * 1e9, truth_cpu as f64) < 0.02 => Some((c, w)),
-            _ => None,
-        })
-    })
-    .or_else(|_| -> Result<(f64, f64)> {
-        let scrape = agent.scrape()?;
-        Ok((
-            sample_for(&scrape, CPU_SECONDS, &cgroup.path, &[]).unwrap_or(f64::NAN),
-            sample_for(&scrape, WAIT_SECONDS, &cgroup.path, &[]).unwrap_or(f64::NAN),
-        ))
-    })?;
+    let cpu = settled_value(&agent, CPU_SECONDS, &cgroup.path)?;
+    let wait = settled_value(&agent, WAIT_SECONDS, &cgroup.path)?;
     let cpu_error = relative_error(cpu * 1e9, truth_cpu as f64);
     let wait_error = relative_error(wait * 1e9, truth_wait as f64);
     eprintln!(
@@ -126,13 +111,8 @@ fn fallback_mode_agrees_with_ebpf_on_cpu_seconds() -> Result<()> {
         wait_line(stdout, "done")?;
     }
     let truth = cgroup.cpu_usage_ns()? as f64 / 1e9;
-    let settled = |agent: &Agent| {
-        eventually(Duration::from_secs(10), || {
-            Ok(sample_for(&agent.scrape()?, CPU_SECONDS, &cgroup.path, &[]).filter(|v| relative_error(*v, truth) < 0.01))
-        })
-    };
-    let from_ebpf = settled(&ebpf).unwrap_or(f64::NAN);
-    let from_cgroupfs = settled(&fallback).unwrap_or(f64::NAN);
+    let from_ebpf = settled_value(&ebpf, CPU_SECONDS, &cgroup.path)?;
+    let from_cgroupfs = settled_value(&fallback, CPU_SECONDS, &cgroup.path)?;
     eprintln!("cpu seconds: ebpf {from_ebpf:.4}, cgroupfs {from_cgroupfs:.4}, cpu.stat {truth:.4}");
     let scrape = fallback.scrape()?;
     assert_eq!(sample_with(&scrape, "ballast_collector_up", &[("signal", "cpu"), ("mode", "cgroupfs")]), Some(1.0));

@@ -97,8 +97,10 @@ pub struct WaitStart {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuSlot {
-    /// Since when the current task's on-CPU time has not been charged yet, ns.
+    /// Since when the current task's on-CPU time has not been charged yet (ktime), ns.
     pub charged_until_ns: u64,
+    /// The current task's `sum_exec_runtime` at that moment, ns (u64::MAX when unreadable).
+    pub runtime_base_ns: u64,
     /// Wait of the current task that is not charged yet, ns (0 when none).
     pub pending_wait_ns: u64,
     /// 1 when a pending wait exists (a wait of 0 ns still counts as a wait).

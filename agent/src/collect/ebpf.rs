@@ -116,10 +116,19 @@ impl CpuProbe {
                  wait of cgroups with a CPU quota includes their throttled time"
             );
         }
+        let runtime_offset = runtime_offset();
+        if runtime_offset.is_none() {
+            warn!(
+                "task_struct::se.sum_exec_runtime not found in kernel BTF: on-CPU time is measured \
+                 with timestamps and includes steal time"
+            );
+        }
         let offset_global = throttled_offset.unwrap_or(0);
+        let runtime_global = runtime_offset.unwrap_or(0);
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global("TASK_THROTTLED_OFFSET", &offset_global, true)
+            .override_global("TASK_RUNTIME_OFFSET", &runtime_global, true)
             .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ballast")))
             .map_err(|err| match &err {
                 aya::EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. })
@@ -233,6 +242,13 @@ impl CpuProbe {
             logger.flush();
         }
     }
+}
+
+/// Offset of `task_struct::se.sum_exec_runtime`, the kernel's CPU-time accounting of a task.
+fn runtime_offset() -> Option<u64> {
+    let se = kernel_member_offset("task_struct", "se").ok().flatten()?;
+    let runtime = kernel_member_offset("sched_entity", "sum_exec_runtime").ok().flatten()?;
+    Some(se + runtime)
 }
 
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, EbpfError>
