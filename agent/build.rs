@@ -13,7 +13,10 @@ const BPF_TOOLCHAIN: &str = "/usr";
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=BALLAST_BPF_TOOLCHAIN");
     let toolchain = std::env::var("BALLAST_BPF_TOOLCHAIN").unwrap_or_else(|_| BPF_TOOLCHAIN.into());
-    if !std::path::Path::new(&toolchain).join("lib/rustlib/src/rust/library/core").is_dir() {
+    if !std::path::Path::new(&toolchain)
+        .join("lib/rustlib/src/rust/library/core")
+        .is_dir()
+    {
         return Err(anyhow!(
             "no Rust std sources under {toolchain}/lib/rustlib/src: the BPF build needs them; run \
              `cargo xtask setup` (installs Debian's rustc-web and rust-web-src)"
@@ -36,7 +39,11 @@ fn main() -> anyhow::Result<()> {
     // are single-threaded, so setting it here is sound.
     std::env::set_var("RUSTC_BOOTSTRAP", "1");
     build_ebpf(
-        [Package { name: "ballast-ebpf", root_dir: root_dir.as_str(), ..Default::default() }],
+        [Package {
+            name: "ballast-ebpf",
+            root_dir: root_dir.as_str(),
+            ..Default::default()
+        }],
         Toolchain::Custom(&toolchain),
     )
 }

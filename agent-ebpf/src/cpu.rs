@@ -29,8 +29,8 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_probe_read_kernel,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::{btf_tracepoint, map, perf_event},
     maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
@@ -84,16 +84,25 @@ fn task_runtime(task: u64) -> Option<u64> {
     unsafe { bpf_probe_read_kernel(task.wrapping_add(offset) as *const u64) }.ok()
 }
 
-/// CPU time of the current task since its last charge on this CPU.
+/// CPU time of the current task `task` since its last charge on this CPU.
 #[inline(always)]
-fn on_cpu_delta(slot: &CpuSlot, now: u64, current_runtime: Option<u64>) -> u64 {
+fn on_cpu_delta(slot: &mut CpuSlot, now: u64, task: u64, current_runtime: Option<u64>) -> u64 {
     if slot.charged_until_ns == 0 {
         return 0;
     }
     match current_runtime {
-        Some(runtime) => runtime.saturating_sub(slot.runtime_base_ns),
-        None => now.saturating_sub(slot.charged_until_ns),
+        Some(runtime) if slot.runtime_base_task == task => {
+            runtime.saturating_sub(slot.runtime_base_ns)
+        }
+        _ => now.saturating_sub(slot.charged_until_ns),
     }
+}
+
+/// Remembers `task`'s runtime as the base of its next charge.
+#[inline(always)]
+fn set_runtime_base(slot: &mut CpuSlot, task: u64, runtime: Option<u64>) {
+    slot.runtime_base_task = task;
+    slot.runtime_base_ns = runtime.unwrap_or(u64::MAX);
 }
 
 /// Whether `task` has just been throttled by CFS bandwidth control.
@@ -147,13 +156,16 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
             (true, false) => Switch::Involuntary,
             (false, _) => Switch::Voluntary,
         };
-        let on_cpu = on_cpu_delta(slot, now, task_runtime(prev));
+        let on_cpu = on_cpu_delta(slot, now, prev, task_runtime(prev));
         charge_current(ctx, slot, now, on_cpu, switch);
         if switch == Switch::Throttled {
             // Whatever stale wait the task had must not span its throttled time either.
             let _ = WAIT_START.remove(&prev);
         } else if still_runnable {
-            let start = WaitStart { since_ns: now, from_wakeup: 0 };
+            let start = WaitStart {
+                since_ns: now,
+                from_wakeup: 0,
+            };
             // A full LRU evicts the oldest entry; nothing to handle.
             let _ = WAIT_START.insert(&prev, &start, 0);
         }
@@ -161,7 +173,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
 
     // The arriving task's wait ends now; it is charged once the task is current.
     slot.charged_until_ns = now;
-    slot.runtime_base_ns = task_runtime(next).unwrap_or(u64::MAX);
+    set_runtime_base(slot, next, task_runtime(next));
     if let Some(start) = WAIT_START.get_ptr_mut(&next) {
         // SAFETY: a pointer from a map lookup is valid for this run; the entry of a task that is
         // being switched in is written by nobody else meanwhile (its wakeups are done).
@@ -209,7 +221,10 @@ fn try_wakeup(ctx: &BtfTracePointContext, new_task: bool) -> Result<(), i64> {
             return Ok(());
         }
     }
-    let start = WaitStart { since_ns: now, from_wakeup: 1 };
+    let start = WaitStart {
+        since_ns: now,
+        from_wakeup: 1,
+    };
     WAIT_START.insert(&task, &start, 0).map_err(i64::from)
 }
 
@@ -234,9 +249,9 @@ fn try_flush_tick(ctx: &PerfEventContext) -> Result<(), i64> {
     // SAFETY: the helper takes no arguments and returns the current task's address.
     let current = unsafe { bpf_get_current_task() };
     let runtime = task_runtime(current);
-    let on_cpu = on_cpu_delta(slot, now, runtime);
+    let on_cpu = on_cpu_delta(slot, now, current, runtime);
     charge_current(ctx, slot, now, on_cpu, Switch::None);
-    slot.runtime_base_ns = runtime.unwrap_or(u64::MAX);
+    set_runtime_base(slot, current, runtime);
     Ok(())
 }
 
@@ -251,7 +266,13 @@ enum Switch {
 /// Charges the current task's cgroup with its on-CPU time since the last charge on this CPU,
 /// its parked wait (if any) and the kind of switch.
 #[inline(always)]
-fn charge_current<C: EbpfContext>(ctx: &C, slot: &mut CpuSlot, now: u64, on_cpu: u64, switch: Switch) {
+fn charge_current<C: EbpfContext>(
+    ctx: &C,
+    slot: &mut CpuSlot,
+    now: u64,
+    on_cpu: u64,
+    switch: Switch,
+) {
     // SAFETY: the helper takes no arguments and is allowed in every program type used here.
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
     let Some(counters) = cgroup_counters(ctx, cgroup, slot) else {
@@ -283,7 +304,11 @@ fn charge_current<C: EbpfContext>(ctx: &C, slot: &mut CpuSlot, now: u64, on_cpu:
 
 /// This CPU's counters of `cgroup`, creating the entry on first use.
 #[inline(always)]
-fn cgroup_counters<C: EbpfContext>(ctx: &C, cgroup: u64, slot: &mut CpuSlot) -> Option<*mut CpuCounters> {
+fn cgroup_counters<C: EbpfContext>(
+    ctx: &C,
+    cgroup: u64,
+    slot: &mut CpuSlot,
+) -> Option<*mut CpuCounters> {
     if let Some(counters) = CGROUP_CPU.get_ptr_mut(&cgroup) {
         return Some(counters);
     }

@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use ballast::cli::{agent::AgentArgs, top::TopArgs};
 
 #[derive(Parser)]
-#[command(name = "ballast", version, about = "eBPF-assisted, load-aware rebalancer for Kubernetes")]
+#[command(
+    name = "ballast",
+    version,
+    about = "eBPF-assisted, load-aware rebalancer for Kubernetes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -30,7 +30,12 @@ pub struct AgentState {
 }
 
 impl AgentState {
-    pub fn new(node_name: String, cpu_mode: Mode, fallback_reason: Option<String>, interval_seconds: f64) -> Self {
+    pub fn new(
+        node_name: String,
+        cpu_mode: Mode,
+        fallback_reason: Option<String>,
+        interval_seconds: f64,
+    ) -> Self {
         Self {
             node_name,
             cpu_mode,
@@ -43,21 +48,33 @@ impl AgentState {
 
     /// Publishes a new snapshot; the load is computed against the previous one.
     pub fn publish(&self, snapshot: CpuSnapshot, program_stats: Option<Vec<ProgramStats>>) {
-        let mut view = self.view.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let load = view.snapshot.as_ref().and_then(|previous| cpu_load(previous, &snapshot));
+        let mut view = self
+            .view
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let load = view
+            .snapshot
+            .as_ref()
+            .and_then(|previous| cpu_load(previous, &snapshot));
         view.load = load.or_else(|| view.load.take());
         view.snapshot = Some(snapshot);
         view.program_stats = program_stats;
     }
 
     pub fn record_failure(&self) {
-        let mut view = self.view.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut view = self
+            .view
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         view.failed_collections += 1;
     }
 
     /// A copy of the current view (cheap enough at a scrape every few seconds, and it keeps the
     /// lock short).
     pub fn view(&self) -> View {
-        self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.view
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }

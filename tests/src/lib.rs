@@ -38,8 +38,14 @@ pub fn privileged() -> bool {
 /// executable's own location (`target/debug/deps/...`).
 fn bin_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the test executable")?;
-    let deps = exe.parent().ok_or_else(|| anyhow!("test executable has no directory"))?;
-    let dir = if deps.ends_with("deps") { deps.parent().unwrap_or(deps) } else { deps };
+    let deps = exe
+        .parent()
+        .ok_or_else(|| anyhow!("test executable has no directory"))?;
+    let dir = if deps.ends_with("deps") {
+        deps.parent().unwrap_or(deps)
+    } else {
+        deps
+    };
     Ok(dir.to_path_buf())
 }
 
@@ -50,7 +56,10 @@ pub fn ballast_bin() -> Result<PathBuf> {
     }
     let path = bin_dir()?.join("ballast");
     if !path.is_file() {
-        bail!("{} not found: build it first (`cargo build -p ballast`), or run `cargo xtask test`", path.display());
+        bail!(
+            "{} not found: build it first (`cargo build -p ballast`), or run `cargo xtask test`",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -59,7 +68,10 @@ pub fn ballast_bin() -> Result<PathBuf> {
 pub fn load_bin() -> Result<PathBuf> {
     let path = bin_dir()?.join("ballast-load");
     if !path.is_file() {
-        bail!("{} not found: run the tests through cargo, which builds it", path.display());
+        bail!(
+            "{} not found: run the tests through cargo, which builds it",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -79,10 +91,20 @@ impl TestCgroup {
         let mounts = hierarchy::read_mounts().context("reading cgroup mounts")?;
         let root = v2_root(&mounts)?;
         let own = own_v2_path()?;
-        let path = format!("{}/{}-{}", own.trim_end_matches('/'), name, std::process::id());
+        let path = format!(
+            "{}/{}-{}",
+            own.trim_end_matches('/'),
+            name,
+            std::process::id()
+        );
         let v2_dir = root.join(path.trim_start_matches('/'));
         std::fs::create_dir(&v2_dir).with_context(|| format!("creating {}", v2_dir.display()))?;
-        Ok(Self { path, v2_dir, v1_cpu_dir: None, children: Vec::new() })
+        Ok(Self {
+            path,
+            v2_dir,
+            v1_cpu_dir: None,
+            children: Vec::new(),
+        })
     }
 
     /// Also puts the cgroup's processes into a v1 `cpu` cgroup of the same relative path with a
@@ -115,10 +137,22 @@ impl TestCgroup {
     /// time is charged elsewhere). Returns its stdout for readiness lines.
     pub fn spawn_load(&mut self, args: &[&str]) -> Result<(u32, BufReader<ChildStdout>)> {
         let mut command = Command::new(load_bin()?);
-        command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped());
-        let mut procs = vec![CString::new(self.v2_dir.join("cgroup.procs").into_os_string().into_encoded_bytes())?];
+        command
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut procs = vec![CString::new(
+            self.v2_dir
+                .join("cgroup.procs")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )?];
         if let Some(v1) = &self.v1_cpu_dir {
-            procs.push(CString::new(v1.join("cgroup.procs").into_os_string().into_encoded_bytes())?);
+            procs.push(CString::new(
+                v1.join("cgroup.procs")
+                    .into_os_string()
+                    .into_encoded_bytes(),
+            )?);
         }
         // SAFETY: the closure runs between fork and exec and only calls open/write/close, which
         // are async-signal-safe; the paths were allocated before the fork.
@@ -139,7 +173,9 @@ impl TestCgroup {
                 Ok(())
             });
         }
-        let mut child = command.spawn().context("starting ballast-load in the test cgroup")?;
+        let mut child = command
+            .spawn()
+            .context("starting ballast-load in the test cgroup")?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let pid = child.id();
         self.children.push(child);
@@ -198,14 +234,20 @@ pub fn run_delay_ns(pid: u32) -> Result<u64> {
     let mut total = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let text = std::fs::read_to_string(task?.path().join("schedstat"))?;
-        let field = text.split_whitespace().nth(1).ok_or_else(|| anyhow!("short schedstat"))?;
+        let field = text
+            .split_whitespace()
+            .nth(1)
+            .ok_or_else(|| anyhow!("short schedstat"))?;
         total += field.parse::<u64>()?;
     }
     Ok(total)
 }
 
 fn v2_root(mounts: &Mounts) -> Result<PathBuf> {
-    Ok(mounts.v2_root().context("cgroup v2 is not mounted")?.to_path_buf())
+    Ok(mounts
+        .v2_root()
+        .context("cgroup v2 is not mounted")?
+        .to_path_buf())
 }
 
 fn own_v2_path() -> Result<String> {
@@ -245,7 +287,10 @@ impl Agent {
             .stderr(Stdio::inherit())
             .spawn()
             .context("starting the agent")?;
-        let agent = Self { child, base_url: format!("http://{listen}") };
+        let agent = Self {
+            child,
+            base_url: format!("http://{listen}"),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(response) = ureq::get(&format!("{}/healthz", agent.base_url)).call() {
@@ -270,7 +315,8 @@ impl Agent {
     /// `/metrics`, parsed by a Prometheus text-format parser.
     pub fn scrape(&self) -> Result<prometheus_parse::Scrape> {
         let text = self.get_text("/metrics")?;
-        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).context("parsing /metrics")
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .context("parsing /metrics")
     }
 
     pub fn load(&self) -> Result<ballast::serve::api::LoadResponse> {
@@ -307,14 +353,23 @@ impl Drop for Agent {
 }
 
 /// Value of the sample of `family` whose `cgroup` label is `path` and whose `extra` labels match.
-pub fn sample_for(scrape: &prometheus_parse::Scrape, family: &str, path: &str, extra: &[(&str, &str)]) -> Option<f64> {
+pub fn sample_for(
+    scrape: &prometheus_parse::Scrape,
+    family: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+) -> Option<f64> {
     let mut labels = vec![("cgroup", path)];
     labels.extend_from_slice(extra);
     sample_with(scrape, family, &labels)
 }
 
 /// Value of the sample of `family` carrying all of `labels`.
-pub fn sample_with(scrape: &prometheus_parse::Scrape, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub fn sample_with(
+    scrape: &prometheus_parse::Scrape,
+    family: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
     use prometheus_parse::Value;
     scrape.samples.iter().find_map(|s| {
         let matches = s.metric == family && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v));

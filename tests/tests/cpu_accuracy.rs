@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use ballast_tests::{
-    cgroup_ids_in_kernel_maps, eventually, privileged, run_delay_ns, sample_for, sample_with, settled_value, wait_line, Agent, TestCgroup,
+    cgroup_ids_in_kernel_maps, eventually, privileged, run_delay_ns, sample_for, sample_with,
+    settled_value, wait_line, Agent, TestCgroup,
 };
 
 const CPU_SECONDS: &str = "ballast_container_cpu_seconds_total";
@@ -33,7 +34,10 @@ fn contention_on_one_cpu_matches_kernel_accounting() -> Result<()> {
         wait_line(stdout, "done")?;
     }
     // The tasks now sleep on stdin: everything they did is charged (they switched out).
-    let truth_wait: u64 = workers.iter().map(|(pid, _)| run_delay_ns(*pid)).sum::<Result<u64>>()?;
+    let truth_wait: u64 = workers
+        .iter()
+        .map(|(pid, _)| run_delay_ns(*pid))
+        .sum::<Result<u64>>()?;
     let truth_cpu = cgroup.cpu_usage_ns()?;
     let cpu = settled_value(&agent, CPU_SECONDS, &cgroup.path)?;
     let wait = settled_value(&agent, WAIT_SECONDS, &cgroup.path)?;
@@ -46,9 +50,20 @@ fn contention_on_one_cpu_matches_kernel_accounting() -> Result<()> {
         truth_wait as f64 / 1e9,
         wait_error * 100.0
     );
-    assert!(truth_wait > 3_000_000_000, "the workload must really contend (schedstat wait {truth_wait} ns)");
-    assert!(cpu_error < 0.02, "CPU time off by {:.2} %", cpu_error * 100.0);
-    assert!(wait_error < 0.05, "run-queue wait off by {:.2} %", wait_error * 100.0);
+    assert!(
+        truth_wait > 3_000_000_000,
+        "the workload must really contend (schedstat wait {truth_wait} ns)"
+    );
+    assert!(
+        cpu_error < 0.02,
+        "CPU time off by {:.2} %",
+        cpu_error * 100.0
+    );
+    assert!(
+        wait_error < 0.05,
+        "run-queue wait off by {:.2} %",
+        wait_error * 100.0
+    );
     Ok(())
 }
 
@@ -66,7 +81,12 @@ fn idle_cgroup_shows_about_zero_wait() -> Result<()> {
     wait_line(&mut stdout, "ready")?;
     std::thread::sleep(Duration::from_secs(2));
     let wait = eventually(Duration::from_secs(10), || {
-        Ok(sample_for(&agent.scrape()?, WAIT_SECONDS, &cgroup.path, &[]))
+        Ok(sample_for(
+            &agent.scrape()?,
+            WAIT_SECONDS,
+            &cgroup.path,
+            &[],
+        ))
     })?;
     eprintln!("idle cgroup waited {:.6} s in 2 s", wait);
     assert!(wait < 0.02, "an idle task on a free CPU waited {wait} s");
@@ -85,8 +105,13 @@ fn removed_cgroup_disappears_from_maps_and_metrics() -> Result<()> {
     let path = cgroup.path.clone();
     let (_, mut stdout) = cgroup.spawn_load(&["busy", "1"])?;
     wait_line(&mut stdout, "done")?;
-    eventually(Duration::from_secs(10), || Ok(sample_for(&agent.scrape()?, CPU_SECONDS, &path, &[])))?;
-    assert!(cgroup_ids_in_kernel_maps()?.contains(&id), "a busy cgroup has a map entry");
+    eventually(Duration::from_secs(10), || {
+        Ok(sample_for(&agent.scrape()?, CPU_SECONDS, &path, &[]))
+    })?;
+    assert!(
+        cgroup_ids_in_kernel_maps()?.contains(&id),
+        "a busy cgroup has a map entry"
+    );
     drop(cgroup);
     eventually(Duration::from_secs(10), || {
         let gone_from_metrics = sample_for(&agent.scrape()?, CPU_SECONDS, &path, &[]).is_none();
@@ -104,9 +129,18 @@ fn fallback_mode_agrees_with_ebpf_on_cpu_seconds() -> Result<()> {
         return Ok(());
     }
     let ebpf = Agent::start(&["--interval", "500ms", "--rescan-interval", "1s"])?;
-    let fallback = Agent::start(&["--interval", "500ms", "--rescan-interval", "1s", "--no-ebpf"])?;
+    let fallback = Agent::start(&[
+        "--interval",
+        "500ms",
+        "--rescan-interval",
+        "1s",
+        "--no-ebpf",
+    ])?;
     let mut cgroup = TestCgroup::new("ballast-fallback")?;
-    let mut workers = vec![cgroup.spawn_load(&["busy", "3"])?, cgroup.spawn_load(&["busy", "3"])?];
+    let mut workers = vec![
+        cgroup.spawn_load(&["busy", "3"])?,
+        cgroup.spawn_load(&["busy", "3"])?,
+    ];
     for (_, stdout) in &mut workers {
         wait_line(stdout, "done")?;
     }
@@ -115,9 +149,26 @@ fn fallback_mode_agrees_with_ebpf_on_cpu_seconds() -> Result<()> {
     let from_cgroupfs = settled_value(&fallback, CPU_SECONDS, &cgroup.path)?;
     eprintln!("cpu seconds: ebpf {from_ebpf:.4}, cgroupfs {from_cgroupfs:.4}, cpu.stat {truth:.4}");
     let scrape = fallback.scrape()?;
-    assert_eq!(sample_with(&scrape, "ballast_collector_up", &[("signal", "cpu"), ("mode", "cgroupfs")]), Some(1.0));
-    assert_eq!(sample_with(&scrape, "ballast_collector_up", &[("signal", "cpu"), ("mode", "ebpf")]), Some(0.0));
-    assert!(relative_error(from_cgroupfs, from_ebpf) < 0.02, "fallback {from_cgroupfs} vs eBPF {from_ebpf}");
+    assert_eq!(
+        sample_with(
+            &scrape,
+            "ballast_collector_up",
+            &[("signal", "cpu"), ("mode", "cgroupfs")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample_with(
+            &scrape,
+            "ballast_collector_up",
+            &[("signal", "cpu"), ("mode", "ebpf")]
+        ),
+        Some(0.0)
+    );
+    assert!(
+        relative_error(from_cgroupfs, from_ebpf) < 0.02,
+        "fallback {from_cgroupfs} vs eBPF {from_ebpf}"
+    );
     assert!(
         sample_for(&scrape, WAIT_SECONDS, &cgroup.path, &[]).is_none(),
         "the fallback cannot measure run-queue wait: the series must be absent, not zero"

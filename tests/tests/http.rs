@@ -46,9 +46,15 @@ fn metrics_and_load_document_carry_the_cpu_families() -> Result<()> {
         "ballast_ebpf_program_run_seconds_total",
         "ballast_collector_up",
     ] {
-        assert!(types.contains_key(family), "/metrics lacks the HELP of {family}");
         assert!(
-            scrape.samples.iter().any(|s| s.metric == family || s.metric.starts_with(&format!("{family}_"))),
+            types.contains_key(family),
+            "/metrics lacks the HELP of {family}"
+        );
+        assert!(
+            scrape
+                .samples
+                .iter()
+                .any(|s| s.metric == family || s.metric.starts_with(&format!("{family}_"))),
             "/metrics has no samples of {family}"
         );
     }
@@ -60,29 +66,78 @@ fn metrics_and_load_document_carry_the_cpu_families() -> Result<()> {
         .map(|s| &s.value);
     match histogram {
         Some(Value::Histogram(buckets)) => {
-            assert!(buckets.len() >= 23, "1 µs .. 4 s needs 23 finite bounds, got {}", buckets.len());
-            assert!(buckets.windows(2).all(|w| w[0].count <= w[1].count), "buckets are cumulative");
+            assert_eq!(
+                buckets.len(),
+                12,
+                "1 µs .. 4 s in x4 steps: 11 finite bounds and +Inf"
+            );
+            assert!(
+                buckets.windows(2).all(|w| w[0].count <= w[1].count),
+                "buckets are cumulative"
+            );
         }
         other => panic!("runqueue latency is not a histogram: {other:?}"),
     }
     for kind in ["voluntary", "involuntary", "throttled"] {
         assert!(
-            sample_with(&scrape, "ballast_container_context_switches_total", &[("kind", kind)]).is_some(),
+            sample_with(
+                &scrape,
+                "ballast_container_context_switches_total",
+                &[("kind", kind)]
+            )
+            .is_some(),
             "no context switches of kind {kind}"
         );
     }
-    assert_eq!(sample_with(&scrape, "ballast_collector_up", &[("signal", "cpu"), ("mode", "ebpf")]), Some(1.0));
-    let runs = sample_with(&scrape, "ballast_ebpf_program_runs_total", &[("program", "sched_switch")]);
-    assert!(runs.is_some_and(|r| r > 0.0), "sched_switch run count from BPF statistics");
+    assert_eq!(
+        sample_with(
+            &scrape,
+            "ballast_collector_up",
+            &[("signal", "cpu"), ("mode", "ebpf")]
+        ),
+        Some(1.0)
+    );
+    let runs = sample_with(
+        &scrape,
+        "ballast_ebpf_program_runs_total",
+        &[("program", "sched_switch")],
+    );
+    assert!(
+        runs.is_some_and(|r| r > 0.0),
+        "sched_switch run count from BPF statistics"
+    );
 
     // Throttled, not contended: a 10 % quota on an otherwise idle CPU.
     let path = limited.path.as_str();
-    let cpu = sample_with(&scrape, "ballast_container_cpu_seconds_total", &[("cgroup", path)]).unwrap_or(0.0);
-    let throttled = sample_with(&scrape, "ballast_container_cpu_throttled_seconds_total", &[("cgroup", path)]).unwrap_or(0.0);
-    let wait = sample_with(&scrape, "ballast_container_cpu_runqueue_wait_seconds_total", &[("cgroup", path)]).unwrap_or(f64::NAN);
-    eprintln!("quota cgroup: cpu {cpu:.3} s, throttled {throttled:.3} s, run-queue wait {wait:.4} s");
-    assert!(throttled > 1.0, "a busy task under a 10 % quota is throttled most of 2 s");
-    assert!(wait < 0.1 * throttled, "throttled time must not count as run-queue wait");
+    let cpu = sample_with(
+        &scrape,
+        "ballast_container_cpu_seconds_total",
+        &[("cgroup", path)],
+    )
+    .unwrap_or(0.0);
+    let throttled = sample_with(
+        &scrape,
+        "ballast_container_cpu_throttled_seconds_total",
+        &[("cgroup", path)],
+    )
+    .unwrap_or(0.0);
+    let wait = sample_with(
+        &scrape,
+        "ballast_container_cpu_runqueue_wait_seconds_total",
+        &[("cgroup", path)],
+    )
+    .unwrap_or(f64::NAN);
+    eprintln!(
+        "quota cgroup: cpu {cpu:.3} s, throttled {throttled:.3} s, run-queue wait {wait:.4} s"
+    );
+    assert!(
+        throttled > 1.0,
+        "a busy task under a 10 % quota is throttled most of 2 s"
+    );
+    assert!(
+        wait < 0.1 * throttled,
+        "throttled time must not count as run-queue wait"
+    );
 
     let load = agent.load()?;
     assert_eq!(load.schema, "ballast.io/load/v1");

@@ -5,7 +5,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use crate::{cargo, setup::run, workspace_root};
+use crate::{cargo, setup, workspace_root};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -20,11 +20,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.quick {
         criterion.args(["--", "--quick"]);
     }
-    run(&mut criterion)?;
-    run(cargo().args(["build", "--release", "--package", "ballast", "--package", "ballast-tests", "--bins"]))?;
-    let mut end_to_end = std::process::Command::new(workspace_root().join("target/release/ballast-bench"));
+    setup::run(&mut criterion)?;
+    setup::run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "ballast",
+        "--package",
+        "ballast-tests",
+        "--bins",
+    ]))?;
+    let mut end_to_end =
+        std::process::Command::new(workspace_root().join("target/release/ballast-bench"));
     if args.quick {
         end_to_end.arg("--quick");
     }
-    run(&mut end_to_end)
+    setup::run(&mut end_to_end)
 }

@@ -52,7 +52,10 @@ fn main() -> Result<()> {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")).to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
 }
 
 pub fn cargo() -> Command {
@@ -65,10 +68,24 @@ fn test() -> Result<()> {
     setup::ensure(Need::Test)?;
     // The kernel tests start the real agent binary, so build it first.
     run(cargo().args(["build", "--package", "ballast", "--bins"]))?;
-    run(cargo().args(["test", "--package", "ballast", "--package", "ballast-common", "--package", "xtask"]))?;
+    run(cargo().args([
+        "test",
+        "--package",
+        "ballast",
+        "--package",
+        "ballast-common",
+        "--package",
+        "xtask",
+    ]))?;
     // Kernel tests pin workloads to CPUs and attach programs node-wide: one at a time.
-    run(cargo().args(["test", "--package", "ballast-tests", "--", "--test-threads=1"]))
-        .context("integration tests failed")
+    run(cargo().args([
+        "test",
+        "--package",
+        "ballast-tests",
+        "--",
+        "--test-threads=1",
+    ]))
+    .context("integration tests failed")
 }
 
 extern "C" fn ignore_signal(_: libc::c_int) {}
@@ -80,7 +97,12 @@ fn run_agent(agent_args: &[String]) -> Result<()> {
     // Ctrl-C goes to the whole foreground group: let the agent and `top` handle it and stay
     // alive long enough to stop the agent cleanly. A handler (unlike SIG_IGN) is reset on exec.
     // SAFETY: installing a handler that does nothing is async-signal-safe.
-    unsafe { libc::signal(libc::SIGINT, ignore_signal as libc::sighandler_t) };
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            ignore_signal as *const () as libc::sighandler_t,
+        )
+    };
     let mut agent = Command::new(&binary)
         .args(["agent", "--standalone"])
         .args(agent_args)
@@ -99,7 +121,9 @@ fn run_agent(agent_args: &[String]) -> Result<()> {
     }
     // Give it one interval to build its first window.
     std::thread::sleep(Duration::from_millis(2200));
-    let top = Command::new(&binary).args(["top", "--agent", &format!("http://{listen}")]).status();
+    let top = Command::new(&binary)
+        .args(["top", "--agent", &format!("http://{listen}")])
+        .status();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(i32::try_from(agent.id())?, libc::SIGTERM) };
     let status = agent.wait()?;

@@ -47,7 +47,10 @@ fn deb_installed(package: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", package])
         .output()
-        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .map(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains("install ok installed")
+        })
         .unwrap_or(false)
 }
 
@@ -74,7 +77,9 @@ fn apt_install(missing: &[&str]) -> Result<()> {
 pub fn cargo_bin_dir() -> PathBuf {
     let home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
+        });
     home.join("bin")
 }
 
@@ -93,14 +98,24 @@ fn ensure_bpf_linker() -> Result<()> {
         }
         eprintln!("setup: found {version}, want {BPF_LINKER_VERSION}: reinstalling");
     } else {
-        eprintln!("setup: installing bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
+        eprintln!(
+            "setup: installing bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)"
+        );
     }
     // bpf-linker's build looks for LLVM through LLVM_PREFIX; without it it finds Debian's
     // default llvm-config (LLVM 14) and fails with "unable to find library -lLLVM".
-    run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--force"])
-        .args(["--no-default-features", "--features", "llvm-22"])
-        .env("LLVM_PREFIX", LLVM_PREFIX))
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--force",
+            ])
+            .args(["--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", LLVM_PREFIX),
+    )
     .context("setup: building bpf-linker failed; is llvm-22-dev installed (dpkg -l llvm-22-dev)?")
 }
 

@@ -68,9 +68,15 @@ impl CpuCounters {
         self.runqueue_wait_ns = self.runqueue_wait_ns.wrapping_add(other.runqueue_wait_ns);
         self.runqueue_waits = self.runqueue_waits.wrapping_add(other.runqueue_waits);
         self.wakeups = self.wakeups.wrapping_add(other.wakeups);
-        self.voluntary_switches = self.voluntary_switches.wrapping_add(other.voluntary_switches);
-        self.involuntary_switches = self.involuntary_switches.wrapping_add(other.involuntary_switches);
-        self.throttled_switches = self.throttled_switches.wrapping_add(other.throttled_switches);
+        self.voluntary_switches = self
+            .voluntary_switches
+            .wrapping_add(other.voluntary_switches);
+        self.involuntary_switches = self
+            .involuntary_switches
+            .wrapping_add(other.involuntary_switches);
+        self.throttled_switches = self
+            .throttled_switches
+            .wrapping_add(other.throttled_switches);
         let mut k = 0;
         while k < WAIT_HIST_BUCKETS {
             self.wait_hist[k] = self.wait_hist[k].wrapping_add(other.wait_hist[k]);
@@ -101,6 +107,9 @@ pub struct CpuSlot {
     pub charged_until_ns: u64,
     /// The current task's `sum_exec_runtime` at that moment, ns (u64::MAX when unreadable).
     pub runtime_base_ns: u64,
+    /// The task (`task_struct` address) `runtime_base_ns` belongs to: a base is only ever
+    /// subtracted from the same task's runtime.
+    pub runtime_base_task: u64,
     /// Wait of the current task that is not charged yet, ns (0 when none).
     pub pending_wait_ns: u64,
     /// 1 when a pending wait exists (a wait of 0 ns still counts as a wait).
@@ -138,8 +147,16 @@ mod tests {
         assert_eq!(wait_bucket(u64::MAX), 23);
         for k in 0..WAIT_HIST_BUCKETS - 1 {
             let upper = wait_bucket_upper_ns(k).unwrap_or(u64::MAX);
-            assert_eq!(wait_bucket(upper - 1), k, "last value below bucket {k}'s bound");
-            assert_eq!(wait_bucket(upper), k + 1, "bound of bucket {k} opens the next");
+            assert_eq!(
+                wait_bucket(upper - 1),
+                k,
+                "last value below bucket {k}'s bound"
+            );
+            assert_eq!(
+                wait_bucket(upper),
+                k + 1,
+                "bound of bucket {k} opens the next"
+            );
         }
         assert_eq!(wait_bucket_upper_ns(WAIT_HIST_BUCKETS - 1), None);
     }

@@ -54,9 +54,13 @@ pub enum LogFormat {
 /// Durations like `500ms`, `1s`, `2m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 500ms, 1s or 2m"))?;
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 500ms, 1s or 2m"))?;
     let duration = match unit {
         "ms" => Duration::from_millis(value),
         "s" | "" => Duration::from_secs(value),
@@ -126,8 +130,10 @@ pub fn run(args: AgentArgs) -> Result<()> {
 
 async fn wait_for_signal() -> Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler failed")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler failed")?;
+    let mut term =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler failed")?;
+    let mut int =
+        signal(SignalKind::interrupt()).context("installing the SIGINT handler failed")?;
     Ok(tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
@@ -137,7 +143,9 @@ async fn wait_for_signal() -> Result<&'static str> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -34,7 +34,9 @@ pub struct TopArgs {
 pub fn run(args: TopArgs) -> Result<()> {
     let url = format!("{}/v1/load", args.agent.trim_end_matches('/'));
     let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(3))).build(),
+        ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(3)))
+            .build(),
     );
     loop {
         let fetched = fetch(&agent, &url);
@@ -53,7 +55,11 @@ pub fn run(args: TopArgs) -> Result<()> {
         write!(out, "\x1b[H\x1b[2J")?;
         match fetched {
             Ok(load) => write!(out, "{}", render(&load, terminal_size(), args.limit))?,
-            Err(err) => writeln!(out, "ballast top: {err:#}\n(retrying every {:?}; Ctrl-C quits)", args.interval)?,
+            Err(err) => writeln!(
+                out,
+                "ballast top: {err:#}\n(retrying every {:?}; Ctrl-C quits)",
+                args.interval
+            )?,
         }
         out.flush()?;
         drop(out);
@@ -66,12 +72,20 @@ fn fetch(agent: &ureq::Agent, url: &str) -> Result<LoadResponse> {
         .get(url)
         .call()
         .with_context(|| format!("cannot read {url}; is `ballast agent --standalone` running? (--agent sets the address)"))?;
-    response.body_mut().read_json::<LoadResponse>().with_context(|| format!("{url} did not return a load document"))
+    response
+        .body_mut()
+        .read_json::<LoadResponse>()
+        .with_context(|| format!("{url} did not return a load document"))
 }
 
 /// (columns, rows) of the terminal, 100x30 when not a terminal.
 fn terminal_size() -> (usize, usize) {
-    let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCGWINSZ writes one winsize into the valid pointer we pass; failure leaves zeros.
     let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
     if ok && size.ws_col > 0 && size.ws_row > 0 {
@@ -82,13 +96,20 @@ fn terminal_size() -> (usize, usize) {
 }
 
 /// The whole screen as text.
-pub fn render(load: &LoadResponse, (columns, rows): (usize, usize), limit: Option<usize>) -> String {
+pub fn render(
+    load: &LoadResponse,
+    (columns, rows): (usize, usize),
+    limit: Option<usize>,
+) -> String {
     let cpu = &load.cpu;
     let mut out = format!(
         "ballast top  node {}  cpu mode {}  window {:.1}s\n\
          node: {} CPUs, {:.2} cores used ({:.0}%), run-queue wait {} s/s, p50 {}, p99 {}\n",
         load.node,
-        serde_json::to_value(load.modes.cpu).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        serde_json::to_value(load.modes.cpu)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
         load.window_seconds,
         cpu.cpus,
         cpu.cores_used,
@@ -98,7 +119,9 @@ pub fn render(load: &LoadResponse, (columns, rows): (usize, usize), limit: Optio
         opt(cpu.runqueue_latency_p99_seconds, duration),
     );
     if let Some(reason) = &load.fallback_reason {
-        out.push_str(&format!("eBPF unavailable ({reason}): waits from PSI, no latency percentiles\n"));
+        out.push_str(&format!(
+            "eBPF unavailable ({reason}): waits from PSI, no latency percentiles\n"
+        ));
     }
     out.push('\n');
     let fixed = 7 + 9 + 9 + 9 + 9 + 10;

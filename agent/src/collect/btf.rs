@@ -39,11 +39,13 @@ fn extra_len(kind: u32, vlen: usize) -> Option<usize> {
 }
 
 fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
-    let bytes = data.get(at..at + 4).ok_or(BtfError::Malformed("truncated"))?;
+    let bytes = data
+        .get(at..at + 4)
+        .ok_or(BtfError::Malformed("truncated"))?;
     Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
 }
 
-fn name_at<'a>(strings: &'a [u8], offset: u32) -> &'a [u8] {
+fn name_at(strings: &[u8], offset: u32) -> &[u8] {
     let start = offset as usize;
     let rest = strings.get(start..).unwrap_or_default();
     let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
@@ -54,7 +56,9 @@ fn name_at<'a>(strings: &'a [u8], offset: u32) -> &'a [u8] {
 /// or is a bitfield (not addressable by byte).
 pub fn member_offset(data: &[u8], name: &str, member: &str) -> Result<Option<u64>, BtfError> {
     if data.len() < 24 || u16::from_le_bytes([data[0], data[1]]) != MAGIC {
-        return Err(BtfError::Malformed("bad magic (only little-endian BTF is supported)"));
+        return Err(BtfError::Malformed(
+            "bad magic (only little-endian BTF is supported)",
+        ));
     }
     let header_len = u32_at(data, 4)? as usize;
     let (type_off, type_len) = (u32_at(data, 8)? as usize, u32_at(data, 12)? as usize);
@@ -69,7 +73,11 @@ pub fn member_offset(data: &[u8], name: &str, member: &str) -> Result<Option<u64
     while at + 12 <= types.len() {
         let name_off = u32_at(types, at)?;
         let info = u32_at(types, at + 4)?;
-        let (kind, vlen, kind_flag) = ((info >> 24) & 0x1f, (info & 0xffff) as usize, info >> 31 == 1);
+        let (kind, vlen, kind_flag) = (
+            (info >> 24) & 0x1f,
+            (info & 0xffff) as usize,
+            info >> 31 == 1,
+        );
         let extra = extra_len(kind, vlen).ok_or(BtfError::Malformed("unknown type kind"))?;
         if kind == KIND_STRUCT && name_at(strings, name_off) == name.as_bytes() {
             for m in 0..vlen {
@@ -79,7 +87,11 @@ pub fn member_offset(data: &[u8], name: &str, member: &str) -> Result<Option<u64
                 }
                 let raw = u32_at(types, base + 8)?;
                 // With kind_flag the low 24 bits are the bit offset and the high 8 the bitfield size.
-                let (bits, bitfield) = if kind_flag { (raw & 0x00ff_ffff, raw >> 24 != 0) } else { (raw, false) };
+                let (bits, bitfield) = if kind_flag {
+                    (raw & 0x00ff_ffff, raw >> 24 != 0)
+                } else {
+                    (raw, false)
+                };
                 return Ok((!bitfield && bits % 8 == 0).then_some(u64::from(bits / 8)));
             }
             return Ok(None);
@@ -122,7 +134,13 @@ mod tests {
         let mut data = Vec::new();
         data.extend_from_slice(&MAGIC.to_le_bytes());
         data.extend_from_slice(&[1, 0]);
-        for v in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+        for v in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
             data.extend_from_slice(&v.to_le_bytes());
         }
         data.extend_from_slice(&types);

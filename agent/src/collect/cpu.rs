@@ -38,7 +38,11 @@ pub struct CpuOptions {
 
 impl Default for CpuOptions {
     fn default() -> Self {
-        Self { no_ebpf: false, tick_hz: 10, rescan_interval_ns: 10_000_000_000 }
+        Self {
+            no_ebpf: false,
+            tick_hz: 10,
+            rescan_interval_ns: 10_000_000_000,
+        }
     }
 }
 
@@ -115,7 +119,9 @@ impl CpuCollector {
             Source::Cgroupfs => Mode::Cgroupfs,
         };
         match &fallback_reason {
-            None => info!(signal = "cpu", mode = mode.as_str(), cgroup2 = %v2_root.display(), "collector ready"),
+            None => {
+                info!(signal = "cpu", mode = mode.as_str(), cgroup2 = %v2_root.display(), "collector ready")
+            }
             Some(reason) => warn!(
                 signal = "cpu",
                 mode = mode.as_str(),
@@ -171,7 +177,10 @@ impl CpuCollector {
 
     /// One collection at `now_ns` (CLOCK_MONOTONIC).
     pub fn collect(&mut self, now_ns: u64) -> Result<CpuSnapshot, CollectError> {
-        if self.last_scan_ns.is_none_or(|last| now_ns.saturating_sub(last) >= self.rescan_interval_ns) {
+        if self
+            .last_scan_ns
+            .is_none_or(|last| now_ns.saturating_sub(last) >= self.rescan_interval_ns)
+        {
             self.rescan(now_ns)?;
         }
         match &mut self.source {
@@ -193,7 +202,13 @@ impl CpuCollector {
         if !self.known.contains_key(&id) {
             let path = self.tree.path_of(id)?.to_string();
             let throttle = throttle_source(&self.mounts, &self.v2_root, &path);
-            self.known.insert(id, Known { identity: identify(&path), throttle });
+            self.known.insert(
+                id,
+                Known {
+                    identity: identify(&path),
+                    throttle,
+                },
+            );
         }
         self.known.get(&id)
     }
@@ -206,12 +221,16 @@ impl CpuCollector {
             }
             Source::Cgroupfs => return Ok(self.collect_cgroupfs(now_ns)),
         };
-        if counters.iter().any(|(id, _)| self.tree.path_of(*id).is_none()) {
+        if counters
+            .iter()
+            .any(|(id, _)| self.tree.path_of(*id).is_none())
+        {
             self.rescan(now_ns)?;
         }
         // Still unknown after a fresh walk: the cgroup is gone.
-        let (gone, live): (Vec<_>, Vec<_>) =
-            counters.drain(..).partition(|(id, _)| self.tree.path_of(*id).is_none());
+        let (gone, live): (Vec<_>, Vec<_>) = counters
+            .drain(..)
+            .partition(|(id, _)| self.tree.path_of(*id).is_none());
         if !gone.is_empty() {
             let ids: Vec<u64> = gone.iter().map(|(id, _)| *id).collect();
             if let Source::Ebpf(probe) = &mut self.source {
@@ -231,12 +250,32 @@ impl CpuCollector {
             if let Some(total) = node.runqueue.as_mut() {
                 total.accumulate(&c);
             }
-            let Some(known) = self.learn(id).cloned() else { continue };
+            let Some(known) = self.learn(id).cloned() else {
+                continue;
+            };
             let throttling = known.throttle.as_ref().and_then(read_throttling);
-            let cpu = CgroupCpu { on_cpu_ns: c.on_cpu_ns, runqueue: Some(c), psi_some_us: None, throttling };
-            cgroups.insert(id, CgroupEntry { identity: known.identity, cpu });
+            let cpu = CgroupCpu {
+                on_cpu_ns: c.on_cpu_ns,
+                runqueue: Some(c),
+                psi_some_us: None,
+                throttling,
+            };
+            cgroups.insert(
+                id,
+                CgroupEntry {
+                    identity: known.identity,
+                    cpu,
+                },
+            );
         }
-        Ok(CpuSnapshot { at_ns: now_ns, mode: Mode::Ebpf, cpus: self.cpus, cgroups, node, dropped_events: Some(dropped_events) })
+        Ok(CpuSnapshot {
+            at_ns: now_ns,
+            mode: Mode::Ebpf,
+            cpus: self.cpus,
+            cgroups,
+            node,
+            dropped_events: Some(dropped_events),
+        })
     }
 
     /// cgroupfs mode: `cpu.stat` usage is hierarchical, so a cgroup's own time is its usage minus
@@ -245,16 +284,30 @@ impl CpuCollector {
     fn collect_cgroupfs(&mut self, now_ns: u64) -> CpuSnapshot {
         let mut usage: HashMap<u64, (u64, Option<u64>)> = HashMap::with_capacity(self.tree.len());
         for id in self.tree.ids().collect::<Vec<_>>() {
-            let Some(path) = self.tree.path_of(id) else { continue };
+            let Some(path) = self.tree.path_of(id) else {
+                continue;
+            };
             let dir = join_cgroup(&self.v2_root, path);
-            let Ok(stat) = cgroupfs::read_cpu_stat_v2(&dir) else { continue };
-            let Some(total_ns) = stat.usage_ns else { continue };
-            let psi = cgroupfs::read_psi(&dir.join("cpu.pressure")).ok().flatten().map(|p| p.some.total_us);
+            let Ok(stat) = cgroupfs::read_cpu_stat_v2(&dir) else {
+                continue;
+            };
+            let Some(total_ns) = stat.usage_ns else {
+                continue;
+            };
+            let psi = cgroupfs::read_psi(&dir.join("cpu.pressure"))
+                .ok()
+                .flatten()
+                .map(|p| p.some.total_us);
             usage.insert(id, (total_ns, psi));
         }
         let mut children_ns: HashMap<u64, u64> = HashMap::new();
         for id in usage.keys() {
-            let Some(parent) = self.tree.path_of(*id).and_then(parent_path).and_then(|p| self.tree.id_of(p)) else {
+            let Some(parent) = self
+                .tree
+                .path_of(*id)
+                .and_then(parent_path)
+                .and_then(|p| self.tree.id_of(p))
+            else {
                 continue;
             };
             let child_total = usage.get(id).map_or(0, |(t, _)| *t);
@@ -264,24 +317,49 @@ impl CpuCollector {
         let mut cgroups = BTreeMap::new();
         let ids: Vec<u64> = usage.keys().copied().collect();
         for id in ids {
-            let Some((total_ns, psi)) = usage.get(&id).copied() else { continue };
+            let Some((total_ns, psi)) = usage.get(&id).copied() else {
+                continue;
+            };
             let own_ns = total_ns.saturating_sub(children_ns.get(&id).copied().unwrap_or(0));
             node.on_cpu_ns = node.on_cpu_ns.wrapping_add(own_ns);
             if own_ns == 0 {
                 continue;
             }
-            let Some(known) = self.learn(id).cloned() else { continue };
+            let Some(known) = self.learn(id).cloned() else {
+                continue;
+            };
             let throttling = known.throttle.as_ref().and_then(read_throttling);
-            let cpu = CgroupCpu { on_cpu_ns: own_ns, runqueue: None, psi_some_us: psi, throttling };
-            cgroups.insert(id, CgroupEntry { identity: known.identity, cpu });
+            let cpu = CgroupCpu {
+                on_cpu_ns: own_ns,
+                runqueue: None,
+                psi_some_us: psi,
+                throttling,
+            };
+            cgroups.insert(
+                id,
+                CgroupEntry {
+                    identity: known.identity,
+                    cpu,
+                },
+            );
         }
-        CpuSnapshot { at_ns: now_ns, mode: Mode::Cgroupfs, cpus: self.cpus, cgroups, node, dropped_events: None }
+        CpuSnapshot {
+            at_ns: now_ns,
+            mode: Mode::Cgroupfs,
+            cpus: self.cpus,
+            cgroups,
+            node,
+            dropped_events: None,
+        }
     }
 }
 
 fn retire(retired: &mut NodeCpu, counters: &CpuCounters) {
     retired.on_cpu_ns = retired.on_cpu_ns.wrapping_add(counters.on_cpu_ns);
-    retired.runqueue.get_or_insert_with(CpuCounters::default).accumulate(counters);
+    retired
+        .runqueue
+        .get_or_insert_with(CpuCounters::default)
+        .accumulate(counters);
 }
 
 fn throttle_source(mounts: &Mounts, v2_root: &Path, path: &str) -> Option<ThrottleSource> {
@@ -323,7 +401,8 @@ fn parent_path(path: &str) -> Option<&str> {
 }
 
 fn online_cpus() -> Result<u32, CollectError> {
-    let cpus = aya::util::online_cpus().map_err(|(what, err)| CollectError::Cpus(format!("{what}: {err}")))?;
+    let cpus = aya::util::online_cpus()
+        .map_err(|(what, err)| CollectError::Cpus(format!("{what}: {err}")))?;
     u32::try_from(cpus.len()).map_err(|err| CollectError::Cpus(err.to_string()))
 }
 

@@ -27,7 +27,12 @@ const SCHED_PROGRAMS: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup
 /// The per-CPU flush tick.
 const TICK_PROGRAM: &str = "flush_tick";
 /// Names of every program, as exported in `ballast_ebpf_program_*{program}`.
-pub const PROGRAM_NAMES: [&str; 4] = ["sched_switch", "sched_wakeup", "sched_wakeup_new", TICK_PROGRAM];
+pub const PROGRAM_NAMES: [&str; 4] = [
+    "sched_switch",
+    "sched_wakeup",
+    "sched_wakeup_new",
+    TICK_PROGRAM,
+];
 
 /// Why the kernel programs could not be used. Every message says what to do; the agent then
 /// falls back to cgroupfs and reports the mode.
@@ -54,7 +59,9 @@ pub enum EbpfError {
         #[source]
         source: aya::programs::ProgramError,
     },
-    #[error("{name} is not in the embedded eBPF object; the build is inconsistent, rebuild the agent")]
+    #[error(
+        "{name} is not in the embedded eBPF object; the build is inconsistent, rebuild the agent"
+    )]
     NotInObject { name: &'static str },
     #[error("eBPF map {map} has the wrong type: {detail}")]
     Map { map: &'static str, detail: String },
@@ -90,7 +97,9 @@ pub struct CpuProbe {
 
 impl std::fmt::Debug for CpuProbe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CpuProbe").field("run_time_stats", &self.stats.is_some()).finish()
+        f.debug_struct("CpuProbe")
+            .field("run_time_stats", &self.stats.is_some())
+            .finish()
     }
 }
 
@@ -129,7 +138,10 @@ impl CpuProbe {
             .btf(Some(&btf))
             .override_global("TASK_THROTTLED_OFFSET", &offset_global, true)
             .override_global("TASK_RUNTIME_OFFSET", &runtime_global, true)
-            .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ballast")))
+            .load(aya::include_bytes_aligned!(concat!(
+                env!("OUT_DIR"),
+                "/ballast"
+            )))
             .map_err(|err| match &err {
                 aya::EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. })
                     if io_error.kind() == std::io::ErrorKind::PermissionDenied =>
@@ -154,14 +166,21 @@ impl CpuProbe {
         };
         for name in SCHED_PROGRAMS {
             let program: &mut BtfTracePoint = program_mut(&mut ebpf, name)?;
-            let wrap = |source| EbpfError::Program { program: name, source };
+            let wrap = |source| EbpfError::Program {
+                program: name,
+                source,
+            };
             program.load(name, &btf).map_err(wrap)?;
             program.attach().map_err(wrap)?;
         }
         let tick: &mut PerfEvent = program_mut(&mut ebpf, TICK_PROGRAM)?;
-        let wrap = |source| EbpfError::Program { program: TICK_PROGRAM, source };
+        let wrap = |source| EbpfError::Program {
+            program: TICK_PROGRAM,
+            source,
+        };
         tick.load().map_err(wrap)?;
-        let cpus = aya::util::online_cpus().map_err(|(what, err)| EbpfError::Cpus(format!("{what}: {err}")))?;
+        let cpus = aya::util::online_cpus()
+            .map_err(|(what, err)| EbpfError::Cpus(format!("{what}: {err}")))?;
         for cpu in cpus {
             tick.attach(
                 PerfEventConfig::Software(SoftwareEvent::CpuClock),
@@ -175,7 +194,14 @@ impl CpuProbe {
         let cgroup_cpu = take_map(&mut ebpf, "CGROUP_CPU")?;
         let cpu_slot = take_map(&mut ebpf, "CPU_SLOT")?;
         debug!(tick_hz, "eBPF CPU programs attached");
-        Ok(Self { ebpf, cgroup_cpu, cpu_slot, logger, stats, throttle_aware })
+        Ok(Self {
+            ebpf,
+            cgroup_cpu,
+            cpu_slot,
+            logger,
+            stats,
+            throttle_aware,
+        })
     }
 
     /// True when throttled time is excluded from the run-queue wait.
@@ -187,7 +213,10 @@ impl CpuProbe {
     pub fn read_cgroups(&self) -> Result<Vec<(u64, CpuCounters)>, EbpfError> {
         let mut out = Vec::with_capacity(256);
         for entry in self.cgroup_cpu.iter() {
-            let (cgroup, per_cpu) = entry.map_err(|source| EbpfError::MapRead { map: "CGROUP_CPU", source })?;
+            let (cgroup, per_cpu) = entry.map_err(|source| EbpfError::MapRead {
+                map: "CGROUP_CPU",
+                source,
+            })?;
             let mut total = CpuCounters::default();
             for value in per_cpu.iter() {
                 total.accumulate(value);
@@ -202,7 +231,12 @@ impl CpuProbe {
         for id in ids {
             match self.cgroup_cpu.remove(id) {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(source) => return Err(EbpfError::MapRead { map: "CGROUP_CPU", source }),
+                Err(source) => {
+                    return Err(EbpfError::MapRead {
+                        map: "CGROUP_CPU",
+                        source,
+                    })
+                }
             }
         }
         Ok(())
@@ -213,7 +247,10 @@ impl CpuProbe {
         let per_cpu = self
             .cpu_slot
             .get(&0, 0)
-            .map_err(|source| EbpfError::MapRead { map: "CPU_SLOT", source })?;
+            .map_err(|source| EbpfError::MapRead {
+                map: "CPU_SLOT",
+                source,
+            })?;
         Ok(per_cpu.iter().map(|slot| slot.dropped_events).sum())
     }
 
@@ -223,7 +260,9 @@ impl CpuProbe {
         self.stats.as_ref()?;
         let mut out = Vec::with_capacity(PROGRAM_NAMES.len());
         for (name, program) in self.ebpf.programs() {
-            let Some(known) = PROGRAM_NAMES.iter().find(|known| **known == name) else { continue };
+            let Some(known) = PROGRAM_NAMES.iter().find(|known| **known == name) else {
+                continue;
+            };
             match program.info() {
                 Ok(info) => out.push(ProgramStats {
                     program: known,
@@ -247,7 +286,9 @@ impl CpuProbe {
 /// Offset of `task_struct::se.sum_exec_runtime`, the kernel's CPU-time accounting of a task.
 fn runtime_offset() -> Option<u64> {
     let se = kernel_member_offset("task_struct", "se").ok().flatten()?;
-    let runtime = kernel_member_offset("sched_entity", "sum_exec_runtime").ok().flatten()?;
+    let runtime = kernel_member_offset("sched_entity", "sum_exec_runtime")
+        .ok()
+        .flatten()?;
     Some(se + runtime)
 }
 
@@ -258,15 +299,19 @@ where
     let program = ebpf
         .program_mut(name)
         .ok_or(EbpfError::NotInObject { name })?;
-    program.try_into().map_err(|source| EbpfError::Program { program: name, source })
+    program.try_into().map_err(|source| EbpfError::Program {
+        program: name,
+        source,
+    })
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let map = ebpf
-        .take_map(name)
-        .ok_or(EbpfError::NotInObject { name })?;
-    T::try_from(map).map_err(|err| EbpfError::Map { map: name, detail: err.to_string() })
+    let map = ebpf.take_map(name).ok_or(EbpfError::NotInObject { name })?;
+    T::try_from(map).map_err(|err| EbpfError::Map {
+        map: name,
+        detail: err.to_string(),
+    })
 }

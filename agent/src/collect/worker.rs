@@ -45,7 +45,8 @@ pub async fn run<C: Collect>(
         let joined = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let result = collector.collect(now_ns);
-            metrics::histogram!("ballast_collection_duration_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("ballast_collection_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
             let stats = collector.program_stats();
             (collector, result, stats)
         })
@@ -68,10 +69,16 @@ pub async fn run<C: Collect>(
 
 /// CLOCK_MONOTONIC in ns, the clock `bpf_ktime_get_ns()` uses.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0).saturating_mul(1_000_000_000).saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
+    u64::try_from(ts.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -102,7 +109,10 @@ mod tests {
                 mode: Mode::Cgroupfs,
                 cpus: 2,
                 cgroups: BTreeMap::new(),
-                node: NodeCpu { on_cpu_ns: now_ns, runqueue: None },
+                node: NodeCpu {
+                    on_cpu_ns: now_ns,
+                    runqueue: None,
+                },
                 dropped_events: None,
             })
         }
@@ -116,13 +126,22 @@ mod tests {
         let state = Arc::new(AgentState::new("n".into(), Mode::Cgroupfs, None, 1.0));
         let (stop, shutdown) = watch::channel(false);
         paused_clock();
-        let task = tokio::spawn(run(OneCore { collections: 0 }, Duration::from_secs(1), paused_clock, state.clone(), shutdown));
+        let task = tokio::spawn(run(
+            OneCore { collections: 0 },
+            Duration::from_secs(1),
+            paused_clock,
+            state.clone(),
+            shutdown,
+        ));
         tokio::time::sleep(Duration::from_millis(4500)).await;
         let load = state.view().load.expect("load after two collections");
         assert!((load.node.cores_used - 1.0).abs() < 1e-9);
         assert!((load.node.utilisation - 0.5).abs() < 1e-9);
         stop.send_replace(true);
         let collector = task.await.expect("loop ends cleanly");
-        assert_eq!(collector.collections, 5, "one collection per interval over 4.5 s");
+        assert_eq!(
+            collector.collections, 5,
+            "one collection per interval over 4.5 s"
+        );
     }
 }

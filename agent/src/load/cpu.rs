@@ -65,16 +65,24 @@ pub struct CpuLoad {
 /// clock went backwards): a rate needs time to pass. Cgroups that appear only in `current` have
 /// no rate yet and are left out until the next window.
 pub fn cpu_load(previous: &CpuSnapshot, current: &CpuSnapshot) -> Option<CpuLoad> {
-    let window_ns = current.at_ns.checked_sub(previous.at_ns).filter(|ns| *ns > 0)?;
+    let window_ns = current
+        .at_ns
+        .checked_sub(previous.at_ns)
+        .filter(|ns| *ns > 0)?;
     let per_second = |delta: u64| rate_per_second(delta, window_ns);
     let mut cgroups = BTreeMap::new();
     for (id, now) in &current.cgroups {
-        let Some(before) = previous.cgroups.get(id) else { continue };
+        let Some(before) = previous.cgroups.get(id) else {
+            continue;
+        };
         if let Some(rates) = cgroup_rates(&before.cpu, &now.cpu, window_ns) {
             cgroups.insert(*id, rates);
         }
     }
-    let cores_used = per_second(counter_delta(previous.node.on_cpu_ns, current.node.on_cpu_ns))? / 1e9;
+    let cores_used = per_second(counter_delta(
+        previous.node.on_cpu_ns,
+        current.node.on_cpu_ns,
+    ))? / 1e9;
     let node_runqueue = match (&previous.node.runqueue, &current.node.runqueue) {
         (Some(before), Some(now)) => Some(RunqueueWindow::new(before, now)),
         _ => None,
@@ -82,12 +90,28 @@ pub fn cpu_load(previous: &CpuSnapshot, current: &CpuSnapshot) -> Option<CpuLoad
     let node = NodeCpuRates {
         cpus: current.cpus,
         cores_used,
-        utilisation: if current.cpus == 0 { 0.0 } else { cores_used / f64::from(current.cpus) },
-        runqueue_wait_per_second: node_runqueue.as_ref().and_then(|w| per_second(w.wait_ns)).map(|r| r / 1e9),
-        runqueue_latency_p50_seconds: node_runqueue.as_ref().and_then(|w| quantile_seconds(&w.hist, 0.5)),
-        runqueue_latency_p99_seconds: node_runqueue.as_ref().and_then(|w| quantile_seconds(&w.hist, 0.99)),
+        utilisation: if current.cpus == 0 {
+            0.0
+        } else {
+            cores_used / f64::from(current.cpus)
+        },
+        runqueue_wait_per_second: node_runqueue
+            .as_ref()
+            .and_then(|w| per_second(w.wait_ns))
+            .map(|r| r / 1e9),
+        runqueue_latency_p50_seconds: node_runqueue
+            .as_ref()
+            .and_then(|w| quantile_seconds(&w.hist, 0.5)),
+        runqueue_latency_p99_seconds: node_runqueue
+            .as_ref()
+            .and_then(|w| quantile_seconds(&w.hist, 0.99)),
     };
-    Some(CpuLoad { mode: current.mode, window_seconds: window_ns as f64 / 1e9, node, cgroups })
+    Some(CpuLoad {
+        mode: current.mode,
+        window_seconds: window_ns as f64 / 1e9,
+        node,
+        cgroups,
+    })
 }
 
 /// Differences of the run-queue counters over a window.
@@ -137,13 +161,18 @@ fn cgroup_rates(before: &CgroupCpu, now: &CgroupCpu, window_ns: u64) -> Option<C
         runqueue_wait_per_cpu_second: runqueue
             .as_ref()
             .and_then(|w| (cpu_ns > 0).then(|| w.wait_ns as f64 / cpu_ns as f64)),
-        runqueue_latency_p50_seconds: runqueue.as_ref().and_then(|w| quantile_seconds(&w.hist, 0.5)),
-        runqueue_latency_p99_seconds: runqueue.as_ref().and_then(|w| quantile_seconds(&w.hist, 0.99)),
+        runqueue_latency_p50_seconds: runqueue
+            .as_ref()
+            .and_then(|w| quantile_seconds(&w.hist, 0.5)),
+        runqueue_latency_p99_seconds: runqueue
+            .as_ref()
+            .and_then(|w| quantile_seconds(&w.hist, 0.99)),
         voluntary_switches_per_second: runqueue.as_ref().and_then(|w| per_second(w.voluntary)),
         involuntary_switches_per_second: runqueue.as_ref().and_then(|w| per_second(w.involuntary)),
         wakeups_per_second: runqueue.as_ref().and_then(|w| per_second(w.wakeups)),
-        throttled_share: throttle
-            .and_then(|(periods, throttled, _)| (periods > 0).then(|| throttled as f64 / periods as f64)),
+        throttled_share: throttle.and_then(|(periods, throttled, _)| {
+            (periods > 0).then(|| throttled as f64 / periods as f64)
+        }),
         throttled_per_second: seconds(throttle.and_then(|(_, _, ns)| per_second(ns))),
         psi_some_share: psi,
     })
@@ -159,28 +188,57 @@ mod tests {
     };
 
     fn snapshot(at_ns: u64, cgroups: Vec<(u64, CgroupCpu)>) -> CpuSnapshot {
-        let mut node = NodeCpu { on_cpu_ns: 0, runqueue: Some(CpuCounters::default()) };
+        let mut node = NodeCpu {
+            on_cpu_ns: 0,
+            runqueue: Some(CpuCounters::default()),
+        };
         let mut map = BTreeMap::new();
         for (id, cpu) in cgroups {
             node.on_cpu_ns += cpu.on_cpu_ns;
             if let (Some(total), Some(c)) = (node.runqueue.as_mut(), cpu.runqueue.as_ref()) {
                 total.accumulate(c);
             }
-            map.insert(id, CgroupEntry { identity: identify("/test.slice/x.service"), cpu });
+            map.insert(
+                id,
+                CgroupEntry {
+                    identity: identify("/test.slice/x.service"),
+                    cpu,
+                },
+            );
         }
-        CpuSnapshot { at_ns, mode: Mode::Ebpf, cpus: 2, cgroups: map, node, dropped_events: Some(0) }
+        CpuSnapshot {
+            at_ns,
+            mode: Mode::Ebpf,
+            cpus: 2,
+            cgroups: map,
+            node,
+            dropped_events: Some(0),
+        }
     }
 
     fn ebpf_cpu(on_cpu_ns: u64, wait_ns: u64, waits_in_bucket_5: u64) -> CgroupCpu {
-        let mut c = CpuCounters { on_cpu_ns, runqueue_wait_ns: wait_ns, runqueue_waits: waits_in_bucket_5, ..Default::default() };
+        let mut c = CpuCounters {
+            on_cpu_ns,
+            runqueue_wait_ns: wait_ns,
+            runqueue_waits: waits_in_bucket_5,
+            ..Default::default()
+        };
         c.wait_hist[5] = waits_in_bucket_5;
-        CgroupCpu { on_cpu_ns, runqueue: Some(c), psi_some_us: None, throttling: None }
+        CgroupCpu {
+            on_cpu_ns,
+            runqueue: Some(c),
+            psi_some_us: None,
+            throttling: None,
+        }
     }
 
     #[test]
     fn rates_over_one_second() {
         let before = snapshot(1_000_000_000, vec![(7, ebpf_cpu(1_000_000_000, 0, 0))]);
-        let after = snapshot(2_000_000_000, vec![(7, ebpf_cpu(2_500_000_000, 500_000_000, 100))]);
+        let after = snapshot(
+            2_000_000_000,
+            vec![(7, ebpf_cpu(2_500_000_000, 500_000_000, 100))],
+        );
         let load = cpu_load(&before, &after).expect("a window");
         let c = &load.cgroups[&7];
         assert!((c.cores_used - 1.5).abs() < 1e-9);
@@ -190,7 +248,10 @@ mod tests {
         let p50 = c.runqueue_latency_p50_seconds.unwrap_or(0.0);
         assert!(p50 > 16_384e-9 && p50 < 32_768e-9);
         assert!((load.node.utilisation - 0.75).abs() < 1e-9);
-        assert_eq!(c.throttled_share, None, "no quota: throttling is not measured, not zero");
+        assert_eq!(
+            c.throttled_share, None,
+            "no quota: throttling is not measured, not zero"
+        );
     }
 
     #[test]
@@ -212,11 +273,22 @@ mod tests {
     #[test]
     fn throttling_is_reported_apart_from_contention() {
         let mut before = ebpf_cpu(0, 0, 0);
-        before.throttling = Some(Throttling { periods: 10, throttled_periods: 0, throttled_ns: 0 });
+        before.throttling = Some(Throttling {
+            periods: 10,
+            throttled_periods: 0,
+            throttled_ns: 0,
+        });
         let mut after = ebpf_cpu(200_000_000, 0, 0);
-        after.throttling = Some(Throttling { periods: 20, throttled_periods: 8, throttled_ns: 400_000_000 });
-        let load = cpu_load(&snapshot(0, vec![(1, before)]), &snapshot(1_000_000_000, vec![(1, after)]))
-            .expect("a window");
+        after.throttling = Some(Throttling {
+            periods: 20,
+            throttled_periods: 8,
+            throttled_ns: 400_000_000,
+        });
+        let load = cpu_load(
+            &snapshot(0, vec![(1, before)]),
+            &snapshot(1_000_000_000, vec![(1, after)]),
+        )
+        .expect("a window");
         let c = &load.cgroups[&1];
         assert_eq!(c.throttled_share, Some(0.8));
         assert_eq!(c.throttled_per_second, Some(0.4));
@@ -233,7 +305,12 @@ mod tests {
 
     #[test]
     fn cgroupfs_mode_has_psi_but_no_runqueue_figures() {
-        let cpu = |ns, psi| CgroupCpu { on_cpu_ns: ns, runqueue: None, psi_some_us: Some(psi), throttling: None };
+        let cpu = |ns, psi| CgroupCpu {
+            on_cpu_ns: ns,
+            runqueue: None,
+            psi_some_us: Some(psi),
+            throttling: None,
+        };
         let mut before = snapshot(0, vec![(2, cpu(0, 0))]);
         let mut after = snapshot(1_000_000_000, vec![(2, cpu(1_000_000_000, 250_000))]);
         before.mode = Mode::Cgroupfs;

@@ -77,7 +77,11 @@ impl LoadResponse {
                 })
             })
             .collect();
-        containers.sort_by(|a, b| pressure_key(b).total_cmp(&pressure_key(a)).then(a.cgroup_id.cmp(&b.cgroup_id)));
+        containers.sort_by(|a, b| {
+            pressure_key(b)
+                .total_cmp(&pressure_key(a))
+                .then(a.cgroup_id.cmp(&b.cgroup_id))
+        });
         Some(Self {
             schema: LOAD_SCHEMA.into(),
             node: state.node_name.clone(),
@@ -93,6 +97,10 @@ impl LoadResponse {
 
 /// Sort key "most CPU-pressured first": contention (wait per second) first, then cores used.
 pub fn pressure_key(c: &ContainerLoad) -> f64 {
-    let contention = c.cpu.runqueue_wait_per_second.or(c.cpu.psi_some_share).unwrap_or(0.0);
+    let contention = c
+        .cpu
+        .runqueue_wait_per_second
+        .or(c.cpu.psi_some_share)
+        .unwrap_or(0.0);
     contention * 1000.0 + c.cpu.cores_used
 }

@@ -12,7 +12,7 @@ use crate::{
         cgroup::identity::{Identity, QosClass, Workload},
         sample::{CgroupCpu, CpuSnapshot, Mode},
     },
-    load::histogram::bucket_upper_bounds_seconds,
+    load::histogram::{bucket_upper_bounds_seconds, coarse_upper_bounds_seconds, coarsen},
     state::{AgentState, View},
 };
 
@@ -39,7 +39,12 @@ pub fn identity_labels(identity: &Identity) -> IdentityLabels {
             container_id: None,
             qos: Some(qos_name(qos)),
         },
-        Workload::KubernetesContainer { pod_uid, qos, container_id, .. } => IdentityLabels {
+        Workload::KubernetesContainer {
+            pod_uid,
+            qos,
+            container_id,
+            ..
+        } => IdentityLabels {
             workload: "container",
             pod_uid: Some(pod_uid.clone()),
             container_id: Some(container_id.clone()),
@@ -51,10 +56,18 @@ pub fn identity_labels(identity: &Identity) -> IdentityLabels {
             container_id: Some(container_id.clone()),
             qos: None,
         },
-        Workload::SystemdService { .. } => {
-            IdentityLabels { workload: "service", pod_uid: None, container_id: None, qos: None }
-        }
-        _ => IdentityLabels { workload: "other", pod_uid: None, container_id: None, qos: None },
+        Workload::SystemdService { .. } => IdentityLabels {
+            workload: "service",
+            pod_uid: None,
+            container_id: None,
+            qos: None,
+        },
+        _ => IdentityLabels {
+            workload: "other",
+            pod_uid: None,
+            container_id: None,
+            qos: None,
+        },
     }
 }
 
@@ -65,7 +78,11 @@ pub fn describe_self_metrics(state: &AgentState) {
         "ballast_collector_up",
         "1 for the mode each signal is measured in (ebpf, cgroupfs, unavailable), 0 for the others."
     );
-    metrics::describe_histogram!("ballast_scrape_render_seconds", metrics::Unit::Seconds, "Time to render /metrics.");
+    metrics::describe_histogram!(
+        "ballast_scrape_render_seconds",
+        metrics::Unit::Seconds,
+        "Time to render /metrics."
+    );
     metrics::describe_histogram!(
         "ballast_collection_duration_seconds",
         metrics::Unit::Seconds,
@@ -81,8 +98,11 @@ pub fn describe_self_metrics(state: &AgentState) {
 pub fn render(view: &View, self_metrics: &PrometheusHandle) -> String {
     let mut out = Exposition::new();
     if let Some(snapshot) = &view.snapshot {
-        let cgroups: Vec<(Vec<(&str, String)>, &CgroupCpu)> =
-            snapshot.cgroups.values().map(|entry| (container_labels(&entry.identity), &entry.cpu)).collect();
+        let cgroups: Vec<(Vec<(&str, String)>, &CgroupCpu)> = snapshot
+            .cgroups
+            .values()
+            .map(|entry| (container_labels(&entry.identity), &entry.cpu))
+            .collect();
         render_containers(&mut out, &cgroups);
         render_node(&mut out, snapshot);
         if let Some(dropped) = snapshot.dropped_events {
@@ -95,7 +115,11 @@ pub fn render(view: &View, self_metrics: &PrometheusHandle) -> String {
         }
     }
     if let Some(stats) = &view.program_stats {
-        out.family("ballast_ebpf_program_runs_total", "Runs of each kernel program.", MetricKind::Counter);
+        out.family(
+            "ballast_ebpf_program_runs_total",
+            "Runs of each kernel program.",
+            MetricKind::Counter,
+        );
         for s in stats {
             out.sample(&[("program", s.program)], s.run_count as f64);
         }
@@ -120,7 +144,10 @@ pub fn render(view: &View, self_metrics: &PrometheusHandle) -> String {
 
 fn container_labels(identity: &Identity) -> Vec<(&'static str, String)> {
     let labels = identity_labels(identity);
-    let mut out = vec![("cgroup", identity.path.clone()), ("workload", labels.workload.to_string())];
+    let mut out = vec![
+        ("cgroup", identity.path.clone()),
+        ("workload", labels.workload.to_string()),
+    ];
     if let Some(uid) = labels.pod_uid {
         out.push(("pod_uid", uid));
     }
@@ -146,8 +173,10 @@ fn render_containers(out: &mut Exposition, cgroups: &[(Vec<(&'static str, String
     for (labels, cpu) in cgroups {
         out.sample(&borrowed(labels), cpu.on_cpu_ns as f64 / 1e9);
     }
-    let with_runqueue: Vec<_> =
-        cgroups.iter().filter_map(|(labels, cpu)| cpu.runqueue.as_ref().map(|rq| (labels, rq))).collect();
+    let with_runqueue: Vec<_> = cgroups
+        .iter()
+        .filter_map(|(labels, cpu)| cpu.runqueue.as_ref().map(|rq| (labels, rq)))
+        .collect();
     if !with_runqueue.is_empty() {
         out.family(
             "ballast_container_cpu_runqueue_wait_seconds_total",
@@ -159,11 +188,17 @@ fn render_containers(out: &mut Exposition, cgroups: &[(Vec<(&'static str, String
         }
         out.family(
             "ballast_container_cpu_runqueue_latency_seconds",
-            "Run-queue waits of the container's tasks, from wakeup or preemption to running.",
+            "Run-queue waits of the container's tasks, from wakeup or preemption to running (x4 buckets).",
             MetricKind::Histogram,
         );
+        let coarse_bounds = coarse_upper_bounds_seconds();
         for (labels, rq) in &with_runqueue {
-            out.histogram(&borrowed(labels), &bucket_upper_bounds_seconds(), &rq.wait_hist, rq.runqueue_wait_ns as f64 / 1e9);
+            out.histogram(
+                &borrowed(labels),
+                &coarse_bounds,
+                &coarsen(&rq.wait_hist),
+                rq.runqueue_wait_ns as f64 / 1e9,
+            );
         }
         out.family(
             "ballast_container_context_switches_total",
@@ -181,13 +216,19 @@ fn render_containers(out: &mut Exposition, cgroups: &[(Vec<(&'static str, String
                 out.sample(&l, value as f64);
             }
         }
-        out.family("ballast_container_cpu_wakeups_total", "Wakeups of the container's tasks.", MetricKind::Counter);
+        out.family(
+            "ballast_container_cpu_wakeups_total",
+            "Wakeups of the container's tasks.",
+            MetricKind::Counter,
+        );
         for (labels, rq) in &with_runqueue {
             out.sample(&borrowed(labels), rq.wakeups as f64);
         }
     }
-    let throttled: Vec<_> =
-        cgroups.iter().filter_map(|(labels, cpu)| cpu.throttling.as_ref().map(|t| (labels, t))).collect();
+    let throttled: Vec<_> = cgroups
+        .iter()
+        .filter_map(|(labels, cpu)| cpu.throttling.as_ref().map(|t| (labels, t)))
+        .collect();
     if !throttled.is_empty() {
         out.family(
             "ballast_container_cpu_throttled_seconds_total",
@@ -214,7 +255,10 @@ fn render_containers(out: &mut Exposition, cgroups: &[(Vec<(&'static str, String
             out.sample(&borrowed(labels), t.periods as f64);
         }
     }
-    let psi: Vec<_> = cgroups.iter().filter_map(|(labels, cpu)| cpu.psi_some_us.map(|p| (labels, p))).collect();
+    let psi: Vec<_> = cgroups
+        .iter()
+        .filter_map(|(labels, cpu)| cpu.psi_some_us.map(|p| (labels, p)))
+        .collect();
     if !psi.is_empty() {
         out.family(
             "ballast_container_pressure_cpu_waiting_seconds_total",
@@ -228,7 +272,11 @@ fn render_containers(out: &mut Exposition, cgroups: &[(Vec<(&'static str, String
 }
 
 fn render_node(out: &mut Exposition, snapshot: &CpuSnapshot) {
-    out.family("ballast_node_cpus", "Online CPUs of the node.", MetricKind::Gauge);
+    out.family(
+        "ballast_node_cpus",
+        "Online CPUs of the node.",
+        MetricKind::Gauge,
+    );
     out.sample(&[], f64::from(snapshot.cpus));
     out.family(
         "ballast_node_cpu_seconds_total",
@@ -243,9 +291,22 @@ fn render_node(out: &mut Exposition, snapshot: &CpuSnapshot) {
             MetricKind::Counter,
         );
         out.sample(&[], rq.runqueue_wait_ns as f64 / 1e9);
-        out.family("ballast_node_cpu_runqueue_latency_seconds", "Run-queue waits on the node.", MetricKind::Histogram);
-        out.histogram(&[], &bucket_upper_bounds_seconds(), &rq.wait_hist, rq.runqueue_wait_ns as f64 / 1e9);
-        out.family("ballast_node_context_switches_total", "Context switches on the node by kind.", MetricKind::Counter);
+        out.family(
+            "ballast_node_cpu_runqueue_latency_seconds",
+            "Run-queue waits on the node.",
+            MetricKind::Histogram,
+        );
+        out.histogram(
+            &[],
+            &bucket_upper_bounds_seconds(),
+            &rq.wait_hist,
+            rq.runqueue_wait_ns as f64 / 1e9,
+        );
+        out.family(
+            "ballast_node_context_switches_total",
+            "Context switches on the node by kind.",
+            MetricKind::Counter,
+        );
         for (kind, value) in [
             ("voluntary", rq.voluntary_switches),
             ("involuntary", rq.involuntary_switches),

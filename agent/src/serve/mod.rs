@@ -29,7 +29,10 @@ pub fn router(state: Arc<AgentState>, self_metrics: PrometheusHandle) -> Router 
         .route("/metrics", get(get_metrics))
         .route("/v1/load", get(get_load))
         .route("/healthz", get(get_healthz))
-        .with_state(Ctx { state, self_metrics })
+        .with_state(Ctx {
+            state,
+            self_metrics,
+        })
 }
 
 /// Serves until `shutdown` turns true, then finishes the requests in flight.
@@ -50,7 +53,14 @@ async fn get_metrics(State(ctx): State<Ctx>) -> Response {
     let started = std::time::Instant::now();
     let body = metrics::render(&ctx.state.view(), &ctx.self_metrics);
     ::metrics::histogram!("ballast_scrape_render_seconds").record(started.elapsed().as_secs_f64());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn get_load(State(ctx): State<Ctx>) -> Response {
@@ -58,7 +68,9 @@ async fn get_load(State(ctx): State<Ctx>) -> Response {
         Some(load) => Json(load).into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(api::ErrorBody { error: "no complete collection window yet; retry after one interval".into() }),
+            Json(api::ErrorBody {
+                error: "no complete collection window yet; retry after one interval".into(),
+            }),
         )
             .into_response(),
     }
@@ -69,7 +81,9 @@ async fn get_healthz(State(ctx): State<Ctx>) -> Response {
     let view = ctx.state.view();
     let max_age_ns = (ctx.state.interval_seconds * 3.0 * 1e9) as u64;
     match view.snapshot {
-        Some(s) if monotonic_ns().saturating_sub(s.at_ns) <= max_age_ns => (StatusCode::OK, "ok\n").into_response(),
+        Some(s) if monotonic_ns().saturating_sub(s.at_ns) <= max_age_ns => {
+            (StatusCode::OK, "ok\n").into_response()
+        }
         Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "collections are stalled\n").into_response(),
         None => (StatusCode::SERVICE_UNAVAILABLE, "no collection yet\n").into_response(),
     }

@@ -31,9 +31,21 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let options = if quick {
-        Options { storm_seconds: 2, storm_rounds: 2, cgroups: 50, soak_seconds: 16, soak_rounds: 1 }
+        Options {
+            storm_seconds: 2,
+            storm_rounds: 2,
+            cgroups: 50,
+            soak_seconds: 16,
+            soak_rounds: 1,
+        }
     } else {
-        Options { storm_seconds: 5, storm_rounds: 3, cgroups: 500, soak_seconds: 60, soak_rounds: 2 }
+        Options {
+            storm_seconds: 5,
+            storm_rounds: 3,
+            cgroups: 500,
+            soak_seconds: 60,
+            soak_rounds: 2,
+        }
     };
     let mut report = String::new();
     report.push_str(&storm(&options)?);
@@ -53,20 +65,36 @@ fn median(values: &mut [f64]) -> f64 {
 
 /// Round trips per second of a ping-pong pinned to CPU 0.
 fn pingpong(seconds: u64) -> Result<f64> {
-    let output = Command::new(load_bin()?).args(["pingpong", &seconds.to_string(), "0"]).output()?;
+    let output = Command::new(load_bin()?)
+        .args(["pingpong", &seconds.to_string(), "0"])
+        .output()?;
     if !output.status.success() {
-        bail!("ping-pong failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "ping-pong failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
-    String::from_utf8(output.stdout)?.trim().parse::<f64>().context("ping-pong output")
+    String::from_utf8(output.stdout)?
+        .trim()
+        .parse::<f64>()
+        .context("ping-pong output")
 }
 
 /// (runs, seconds) of a program from the agent's /metrics.
 fn program_counters(agent: &Agent, program: &str) -> Result<(f64, f64)> {
     let scrape = agent.scrape()?;
-    let runs = sample_with(&scrape, "ballast_ebpf_program_runs_total", &[("program", program)])
-        .ok_or_else(|| anyhow!("no run count for {program}: are BPF statistics enabled?"))?;
-    let seconds = sample_with(&scrape, "ballast_ebpf_program_run_seconds_total", &[("program", program)])
-        .ok_or_else(|| anyhow!("no run time for {program}"))?;
+    let runs = sample_with(
+        &scrape,
+        "ballast_ebpf_program_runs_total",
+        &[("program", program)],
+    )
+    .ok_or_else(|| anyhow!("no run count for {program}: are BPF statistics enabled?"))?;
+    let seconds = sample_with(
+        &scrape,
+        "ballast_ebpf_program_run_seconds_total",
+        &[("program", program)],
+    )
+    .ok_or_else(|| anyhow!("no run time for {program}"))?;
     Ok((runs, seconds))
 }
 
@@ -80,12 +108,18 @@ fn storm(options: &Options) -> Result<String> {
         without.push(pingpong(options.storm_seconds)?);
         let agent = Agent::start(&["--interval", "1s"])?;
         std::thread::sleep(Duration::from_millis(1500));
-        let before: Vec<_> = programs.iter().map(|p| program_counters(&agent, p)).collect::<Result<_>>()?;
+        let before: Vec<_> = programs
+            .iter()
+            .map(|p| program_counters(&agent, p))
+            .collect::<Result<_>>()?;
         let started = Instant::now();
         with.push(pingpong(options.storm_seconds)?);
         let elapsed = started.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_millis(1500));
-        let after: Vec<_> = programs.iter().map(|p| program_counters(&agent, p)).collect::<Result<_>>()?;
+        let after: Vec<_> = programs
+            .iter()
+            .map(|p| program_counters(&agent, p))
+            .collect::<Result<_>>()?;
         for (i, ((runs0, secs0), (runs1, secs1))) in before.iter().zip(&after).enumerate() {
             let runs = runs1 - runs0;
             if runs > 0.0 {
@@ -110,7 +144,10 @@ fn storm(options: &Options) -> Result<String> {
         median(&mut events_per_second),
     );
     for (name, costs) in programs.iter().zip(per_event.iter_mut()) {
-        out.push_str(&format!("| {name} ns/event (run_time_ns/run_cnt) | {:.1} |\n", median(costs)));
+        out.push_str(&format!(
+            "| {name} ns/event (run_time_ns/run_cnt) | {:.1} |\n",
+            median(costs)
+        ));
     }
     out.push('\n');
     Ok(out)
@@ -119,7 +156,10 @@ fn storm(options: &Options) -> Result<String> {
 /// CPU seconds (utime+stime, all threads) and peak RSS (VmHWM, KiB) of a process.
 fn process_usage(pid: u32) -> Result<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after_comm = stat.rsplit_once(')').map(|(_, rest)| rest).ok_or_else(|| anyhow!("bad stat"))?;
+    let after_comm = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow!("bad stat"))?;
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     // Fields 14 and 15 of stat are the 12th and 13th after the command name.
     let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
@@ -156,7 +196,10 @@ fn soak_once(options: &Options, extra: &[&str]) -> Result<SoakResult> {
         let t = Instant::now();
         let text = agent.get_text("/metrics")?;
         scrape_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        containers = text.lines().filter(|l| l.starts_with("ballast_container_cpu_seconds_total{")).count();
+        containers = text
+            .lines()
+            .filter(|l| l.starts_with("ballast_container_cpu_seconds_total{"))
+            .count();
         std::thread::sleep(Duration::from_secs(15).min(Duration::from_secs(options.soak_seconds)));
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -168,7 +211,12 @@ fn soak_once(options: &Options, extra: &[&str]) -> Result<SoakResult> {
         scrape_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     agent.stop()?;
-    Ok(SoakResult { cpu_share: (cpu1 - cpu0) / elapsed, peak_rss_kib, scrape_ms, containers })
+    Ok(SoakResult {
+        cpu_share: (cpu1 - cpu0) / elapsed,
+        peak_rss_kib,
+        scrape_ms,
+        containers,
+    })
 }
 
 fn soak(options: &Options) -> Result<String> {

@@ -19,7 +19,10 @@ fn main() {
         (Some("busy"), Some(seconds)) => busy(seconds, number(3)),
         (Some("tick"), Some(millis)) => tick(millis, number(3)),
         (Some("pingpong"), Some(seconds)) => pingpong(seconds, number(3)),
-        _ => Err("usage: ballast-load busy SECONDS [CPU] | tick MILLIS [CPU] | pingpong SECONDS [CPU]".into()),
+        _ => Err(
+            "usage: ballast-load busy SECONDS [CPU] | tick MILLIS [CPU] | pingpong SECONDS [CPU]"
+                .into(),
+        ),
     };
     if let Err(err) = result {
         eprintln!("ballast-load: {err}");
@@ -36,7 +39,10 @@ fn pin(cpu: Option<u64>) -> Result<(), String> {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(format!("pinning to CPU {cpu}: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "pinning to CPU {cpu}: {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
     Ok(())
@@ -81,7 +87,9 @@ fn pingpong(seconds: u64, cpu: Option<u64>) -> Result<(), String> {
     let mut there = [0i32; 2];
     let mut back = [0i32; 2];
     // SAFETY: pipe() writes two fds into each valid 2-element array.
-    if unsafe { libc::pipe(there.as_mut_ptr()) } != 0 || unsafe { libc::pipe(back.as_mut_ptr()) } != 0 {
+    if unsafe { libc::pipe(there.as_mut_ptr()) } != 0
+        || unsafe { libc::pipe(back.as_mut_ptr()) } != 0
+    {
         return Err(format!("pipe: {}", std::io::Error::last_os_error()));
     }
     // SAFETY: the child only uses read/write/_exit on inherited fds (async-signal-safe).

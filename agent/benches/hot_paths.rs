@@ -1,0 +1,86 @@
+//! User-space hot paths at 500 containers: rendering /metrics and computing a window's load.
+//! Run by `cargo xtask bench`; results in BENCHMARKS.md.
+
+use std::collections::BTreeMap;
+
+use ballast::{
+    collect::{
+        cgroup::identity::identify,
+        sample::{CgroupCpu, CgroupEntry, CpuSnapshot, Mode, NodeCpu},
+    },
+    load::cpu::cpu_load,
+    serve::metrics::render,
+    state::{AgentState, View},
+};
+use ballast_common::CpuCounters;
+use criterion::{criterion_group, criterion_main, Criterion};
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+const CONTAINERS: u64 = 500;
+
+fn snapshot(at_ns: u64, scale: u64) -> CpuSnapshot {
+    let mut cgroups = BTreeMap::new();
+    for i in 0..CONTAINERS {
+        let path = format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_5f60_4718_8293_{i:012x}.slice/cri-containerd-{:064x}.scope",
+            i
+        );
+        let mut counters = CpuCounters {
+            on_cpu_ns: i * 1_000_000 * scale,
+            runqueue_wait_ns: i * 10_000 * scale,
+            runqueue_waits: i * scale,
+            wakeups: i * scale,
+            voluntary_switches: i * scale,
+            involuntary_switches: i,
+            throttled_switches: 0,
+            ..Default::default()
+        };
+        counters.wait_hist[5] = i * scale;
+        counters.wait_hist[9] = i;
+        let cpu = CgroupCpu {
+            on_cpu_ns: counters.on_cpu_ns,
+            runqueue: Some(counters),
+            psi_some_us: None,
+            throttling: None,
+        };
+        cgroups.insert(
+            10_000 + i,
+            CgroupEntry {
+                identity: identify(&path),
+                cpu,
+            },
+        );
+    }
+    let node = NodeCpu {
+        on_cpu_ns: 1_000_000_000 * scale,
+        runqueue: Some(CpuCounters::default()),
+    };
+    CpuSnapshot {
+        at_ns,
+        mode: Mode::Ebpf,
+        cpus: 16,
+        cgroups,
+        node,
+        dropped_events: Some(0),
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let before = snapshot(1_000_000_000, 1);
+    let after = snapshot(2_000_000_000, 2);
+    c.bench_function("cpu_load_500_containers", |b| {
+        b.iter(|| cpu_load(&before, &after))
+    });
+
+    let state = AgentState::new("bench".into(), Mode::Ebpf, None, 1.0);
+    state.publish(before.clone(), None);
+    state.publish(after.clone(), None);
+    let view: View = state.view();
+    let handle = PrometheusBuilder::new().build_recorder().handle();
+    c.bench_function("render_metrics_500_containers", |b| {
+        b.iter(|| render(&view, &handle))
+    });
+}
+
+criterion_group!(hot_paths, benches);
+criterion_main!(hot_paths);
