@@ -16,7 +16,7 @@ pub struct BenchArgs {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let mut criterion = cargo();
-    criterion.args(["bench", "--package", "ballast"]);
+    criterion.args(["bench", "--package", "ballast", "--bench", "hot_paths"]);
     if args.quick {
         criterion.args(["--", "--quick"]);
     }

@@ -99,6 +99,11 @@ fn pingpong(seconds: u64, cpu: Option<u64>) -> Result<(), String> {
     }
     let mut byte = [0u8; 1];
     if child == 0 {
+        // SAFETY: closing the ends this side does not use, so the parent's close reaches us as EOF.
+        unsafe {
+            libc::close(there[1]);
+            libc::close(back[0]);
+        }
         loop {
             // SAFETY: valid fds and a 1-byte buffer; the child exits when the parent closes.
             let n = unsafe { libc::read(there[0], byte.as_mut_ptr().cast(), 1) };
@@ -109,6 +114,11 @@ fn pingpong(seconds: u64, cpu: Option<u64>) -> Result<(), String> {
             // SAFETY: as above.
             unsafe { libc::write(back[1], byte.as_ptr().cast(), 1) };
         }
+    }
+    // SAFETY: the parent does not use these ends.
+    unsafe {
+        libc::close(there[0]);
+        libc::close(back[1]);
     }
     let start = Instant::now();
     let end = start + Duration::from_secs(seconds);
