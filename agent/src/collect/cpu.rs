@@ -253,20 +253,7 @@ impl CpuCollector {
             let Some(known) = self.learn(id).cloned() else {
                 continue;
             };
-            let throttling = known.throttle.as_ref().and_then(read_throttling);
-            let cpu = CgroupCpu {
-                on_cpu_ns: c.on_cpu_ns,
-                runqueue: Some(c),
-                psi_some_us: None,
-                throttling,
-            };
-            cgroups.insert(
-                id,
-                CgroupEntry {
-                    identity: known.identity,
-                    cpu,
-                },
-            );
+            cgroups.insert(id, entry(known, c.on_cpu_ns, Some(c), None));
         }
         Ok(CpuSnapshot {
             at_ns: now_ns,
@@ -328,20 +315,7 @@ impl CpuCollector {
             let Some(known) = self.learn(id).cloned() else {
                 continue;
             };
-            let throttling = known.throttle.as_ref().and_then(read_throttling);
-            let cpu = CgroupCpu {
-                on_cpu_ns: own_ns,
-                runqueue: None,
-                psi_some_us: psi,
-                throttling,
-            };
-            cgroups.insert(
-                id,
-                CgroupEntry {
-                    identity: known.identity,
-                    cpu,
-                },
-            );
+            cgroups.insert(id, entry(known, own_ns, None, psi));
         }
         CpuSnapshot {
             at_ns: now_ns,
@@ -351,6 +325,15 @@ impl CpuCollector {
             node,
             dropped_events: None,
         }
+    }
+}
+
+/// A snapshot entry; throttling is read here because only cgroups with a quota have a source.
+fn entry(known: Known, on_cpu_ns: u64, runqueue: Option<CpuCounters>, psi_some_us: Option<u64>) -> CgroupEntry {
+    let throttling = known.throttle.as_ref().and_then(read_throttling);
+    CgroupEntry {
+        identity: known.identity,
+        cpu: CgroupCpu { on_cpu_ns, runqueue, psi_some_us, throttling },
     }
 }
 
