@@ -492,13 +492,7 @@ full avg10=0.74 avg60=0.40 avg300=0.13 total=2210942
         use crate::collect::cgroup::hierarchy;
 
         let mounts = hierarchy::read_mounts()?;
-        let root = match mounts.v2_root() {
-            Ok(root) => root.to_path_buf(),
-            Err(error) => {
-                eprintln!("skipped: {error}");
-                return Ok(());
-            }
-        };
+        let root = mounts.v2_root()?.to_path_buf();
         let stat = read_cpu_stat_v2(&root)?;
         assert!(stat.usage_ns.is_some_and(|ns| ns > 0), "{stat:?}");
         if let Some(psi) = read_psi(&root.join("cpu.pressure"))? {
