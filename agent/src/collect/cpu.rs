@@ -329,11 +329,21 @@ impl CpuCollector {
 }
 
 /// A snapshot entry; throttling is read here because only cgroups with a quota have a source.
-fn entry(known: Known, on_cpu_ns: u64, runqueue: Option<CpuCounters>, psi_some_us: Option<u64>) -> CgroupEntry {
+fn entry(
+    known: Known,
+    on_cpu_ns: u64,
+    runqueue: Option<CpuCounters>,
+    psi_some_us: Option<u64>,
+) -> CgroupEntry {
     let throttling = known.throttle.as_ref().and_then(read_throttling);
     CgroupEntry {
         identity: known.identity,
-        cpu: CgroupCpu { on_cpu_ns, runqueue, psi_some_us, throttling },
+        cpu: CgroupCpu {
+            on_cpu_ns,
+            runqueue,
+            psi_some_us,
+            throttling,
+        },
     }
 }
 

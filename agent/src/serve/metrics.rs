@@ -4,12 +4,14 @@
 //! Families of signals a mode cannot measure are left out entirely (absent, not zero), and
 //! `ballast_collector_up{signal,mode}` says which mode is active.
 
+use ballast_common::CpuCounters;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::exposition::{Exposition, MetricKind};
 use crate::{
     collect::{
         cgroup::identity::{Identity, QosClass, Workload},
+        cgroupfs::Throttling,
         sample::{CgroupCpu, CpuSnapshot, Mode},
     },
     load::histogram::{bucket_upper_bounds_seconds, coarse_upper_bounds_seconds, coarsen},
@@ -142,7 +144,7 @@ pub fn render(view: &View, self_metrics: &PrometheusHandle) -> String {
     out.finish()
 }
 
-fn container_labels(identity: &Identity) -> Vec<(&'static str, String)> {
+fn container_labels(identity: &Identity) -> Labels {
     let labels = identity_labels(identity);
     let mut out = vec![
         ("cgroup", identity.path.clone()),
@@ -164,28 +166,56 @@ fn borrowed<'a>(labels: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a 
     labels.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
-fn render_containers(out: &mut Exposition, cgroups: &[(Vec<(&'static str, String)>, &CgroupCpu)]) {
-    out.family(
+type Labels = Vec<(&'static str, String)>;
+
+/// One counter family with a sample per container, skipped entirely when no container has it.
+fn counter_family<T>(
+    out: &mut Exposition,
+    name: &str,
+    help: &str,
+    items: &[(&Labels, T)],
+    value: impl Fn(&T) -> f64,
+) {
+    if items.is_empty() {
+        return;
+    }
+    out.family(name, help, MetricKind::Counter);
+    for (labels, item) in items {
+        out.sample(&borrowed(labels), value(item));
+    }
+}
+
+/// Context switches by `kind` label value.
+fn switch_kinds(rq: &CpuCounters) -> [(&'static str, u64); 3] {
+    [
+        ("voluntary", rq.voluntary_switches),
+        ("involuntary", rq.involuntary_switches),
+        ("throttled", rq.throttled_switches),
+    ]
+}
+
+fn render_containers(out: &mut Exposition, cgroups: &[(Labels, &CgroupCpu)]) {
+    let all: Vec<(&Labels, &CgroupCpu)> =
+        cgroups.iter().map(|(labels, cpu)| (labels, *cpu)).collect();
+    counter_family(
+        out,
         "ballast_container_cpu_seconds_total",
         "CPU time used by the container's own tasks.",
-        MetricKind::Counter,
+        &all,
+        |cpu| cpu.on_cpu_ns as f64 / 1e9,
     );
-    for (labels, cpu) in cgroups {
-        out.sample(&borrowed(labels), cpu.on_cpu_ns as f64 / 1e9);
-    }
-    let with_runqueue: Vec<_> = cgroups
+    let with_runqueue: Vec<(&Labels, &CpuCounters)> = cgroups
         .iter()
         .filter_map(|(labels, cpu)| cpu.runqueue.as_ref().map(|rq| (labels, rq)))
         .collect();
+    counter_family(
+        out,
+        "ballast_container_cpu_runqueue_wait_seconds_total",
+        "Time the container's tasks were runnable but waiting for a CPU (contention; throttled time excluded where the kernel allows).",
+        &with_runqueue,
+        |rq| rq.runqueue_wait_ns as f64 / 1e9,
+    );
     if !with_runqueue.is_empty() {
-        out.family(
-            "ballast_container_cpu_runqueue_wait_seconds_total",
-            "Time the container's tasks were runnable but waiting for a CPU (contention; throttled time excluded where the kernel allows).",
-            MetricKind::Counter,
-        );
-        for (labels, rq) in &with_runqueue {
-            out.sample(&borrowed(labels), rq.runqueue_wait_ns as f64 / 1e9);
-        }
         out.family(
             "ballast_container_cpu_runqueue_latency_seconds",
             "Run-queue waits of the container's tasks, from wakeup or preemption to running (x4 buckets).",
@@ -206,69 +236,56 @@ fn render_containers(out: &mut Exposition, cgroups: &[(Vec<(&'static str, String
             MetricKind::Counter,
         );
         for (labels, rq) in &with_runqueue {
-            for (kind, value) in [
-                ("voluntary", rq.voluntary_switches),
-                ("involuntary", rq.involuntary_switches),
-                ("throttled", rq.throttled_switches),
-            ] {
+            for (kind, value) in switch_kinds(rq) {
                 let mut l = borrowed(labels);
                 l.push(("kind", kind));
                 out.sample(&l, value as f64);
             }
         }
-        out.family(
-            "ballast_container_cpu_wakeups_total",
-            "Wakeups of the container's tasks.",
-            MetricKind::Counter,
-        );
-        for (labels, rq) in &with_runqueue {
-            out.sample(&borrowed(labels), rq.wakeups as f64);
-        }
     }
-    let throttled: Vec<_> = cgroups
+    counter_family(
+        out,
+        "ballast_container_cpu_wakeups_total",
+        "Wakeups of the container's tasks.",
+        &with_runqueue,
+        |rq| rq.wakeups as f64,
+    );
+    let throttled: Vec<(&Labels, &Throttling)> = cgroups
         .iter()
         .filter_map(|(labels, cpu)| cpu.throttling.as_ref().map(|t| (labels, t)))
         .collect();
-    if !throttled.is_empty() {
-        out.family(
-            "ballast_container_cpu_throttled_seconds_total",
-            "Time the container was throttled by its own CFS quota (self-inflicted, not contention). Only containers with a quota.",
-            MetricKind::Counter,
-        );
-        for (labels, t) in &throttled {
-            out.sample(&borrowed(labels), t.throttled_ns as f64 / 1e9);
-        }
-        out.family(
-            "ballast_container_cpu_throttled_periods_total",
-            "CFS enforcement periods in which the container was throttled.",
-            MetricKind::Counter,
-        );
-        for (labels, t) in &throttled {
-            out.sample(&borrowed(labels), t.throttled_periods as f64);
-        }
-        out.family(
-            "ballast_container_cpu_periods_total",
-            "CFS enforcement periods elapsed for the container.",
-            MetricKind::Counter,
-        );
-        for (labels, t) in &throttled {
-            out.sample(&borrowed(labels), t.periods as f64);
-        }
-    }
-    let psi: Vec<_> = cgroups
+    counter_family(
+        out,
+        "ballast_container_cpu_throttled_seconds_total",
+        "Time the container was throttled by its own CFS quota (self-inflicted, not contention). Only containers with a quota.",
+        &throttled,
+        |t| t.throttled_ns as f64 / 1e9,
+    );
+    counter_family(
+        out,
+        "ballast_container_cpu_throttled_periods_total",
+        "CFS enforcement periods in which the container was throttled.",
+        &throttled,
+        |t| t.throttled_periods as f64,
+    );
+    counter_family(
+        out,
+        "ballast_container_cpu_periods_total",
+        "CFS enforcement periods elapsed for the container.",
+        &throttled,
+        |t| t.periods as f64,
+    );
+    let psi: Vec<(&Labels, u64)> = cgroups
         .iter()
         .filter_map(|(labels, cpu)| cpu.psi_some_us.map(|p| (labels, p)))
         .collect();
-    if !psi.is_empty() {
-        out.family(
-            "ballast_container_pressure_cpu_waiting_seconds_total",
-            "PSI cpu 'some' total of the container's cgroup (mixes contention and throttling).",
-            MetricKind::Counter,
-        );
-        for (labels, us) in &psi {
-            out.sample(&borrowed(labels), *us as f64 / 1e6);
-        }
-    }
+    counter_family(
+        out,
+        "ballast_container_pressure_cpu_waiting_seconds_total",
+        "PSI cpu 'some' total of the container's cgroup (mixes contention and throttling).",
+        &psi,
+        |us| *us as f64 / 1e6,
+    );
 }
 
 fn render_node(out: &mut Exposition, snapshot: &CpuSnapshot) {
@@ -307,11 +324,7 @@ fn render_node(out: &mut Exposition, snapshot: &CpuSnapshot) {
             "Context switches on the node by kind.",
             MetricKind::Counter,
         );
-        for (kind, value) in [
-            ("voluntary", rq.voluntary_switches),
-            ("involuntary", rq.involuntary_switches),
-            ("throttled", rq.throttled_switches),
-        ] {
+        for (kind, value) in switch_kinds(rq) {
             out.sample(&[("kind", kind)], value as f64);
         }
     }
