@@ -1,127 +1,160 @@
-//! CPU pressure per cgroup: on-CPU time, run-queue wait (with a log2 histogram), context
-//! switches and wakeups.
+//! CPU pressure per cgroup: on-CPU time, run-queue wait (with a log2 histogram) and context
+//! switches, from one program on `sched_switch` plus a low-frequency per-CPU flush tick.
 //!
-//! Why the bookkeeping looks the way it does: in `sched_switch` only the *leaving* task is the
-//! current task, and `bpf_get_current_cgroup_id()` is the one cheap, kernel-version independent way
-//! to learn a cgroup. So the arriving task's wait is measured when it is switched in, parked in a
-//! per-CPU slot, and charged to its cgroup when that task is current again: when it leaves the CPU,
-//! or at the next flush tick (a per-CPU perf event at a low frequency) if it keeps running. The
-//! tick also charges the on-CPU time of tasks that run for long stretches without switching, so
-//! user space never lags by more than one tick.
-//!
-//! On-CPU time is the kernel's own `sum_exec_runtime` of the task (read at switch-out and at the
-//! tick), so it matches `cpu.stat` exactly, steal and IRQ time excluded as the kernel excludes
-//! them. Where that field cannot be located it falls back to timestamps (then steal time counts).
+//! Why it is built this way: the kernel already accounts, per task, the CPU time it ran
+//! (`se.sum_exec_runtime`) and the time it spent runnable but waiting for a CPU
+//! (`sched_info.run_delay`, the second field of /proc/PID/schedstat). Reading those two counters
+//! when a task is switched in and again when it leaves gives, without a single clock read or
+//! per-task map, exactly what the kernel charged while it was on this CPU: its run time, and the
+//! one wait that ended when it was switched in (the kernel adds that wait right after the
+//! tracepoint, in `sched_info_arrive`). Both are charged to the leaving task's cgroup, which
+//! `bpf_get_current_cgroup_id()` knows cheaply because that task is still current. The flush tick
+//! does the same for tasks that keep a CPU for long stretches, so user space never lags by more
+//! than one tick period.
 //!
 //! Throttling is kept out of the wait: when a cgroup exhausts its CFS quota, the kernel (6.18+,
 //! task-based throttling) sets `task_struct::throttled` and takes each task off the CPU while
-//! still runnable. Such a switch-out starts no wait (the kernel's own schedstat run delay does
-//! count throttled time; Ballast's contention figure must not, because moving a throttled pod
-//! does not help it). The field's offset comes from user space, which reads it from the running
-//! kernel's BTF; on kernels without the field it stays 0 and user space reports the wait as
-//! throttle-inclusive.
+//! still runnable, and its run delay then grows by the throttled time. Such a task is remembered
+//! in a small map, and the wait that precedes its next run is not counted (moving a throttled pod
+//! does not help it; its throttling is reported from cgroupfs apart). The map is only looked up
+//! while some task is marked, so nodes without throttling pay nothing for it.
 //!
-//! A wait starts at a wakeup (`sched_wakeup`, `sched_wakeup_new`) or when a task is preempted
-//! while still runnable (`sched_switch` with `preempt` set or `prev_state == TASK_RUNNING`), and
-//! ends when the task is switched in. Waiting tasks are keyed by their `task_struct` address,
-//! which is unique while the task lives; an LRU map bounds what exited tasks leave behind.
+//! The hot path reads task fields directly: `prev` and `next` are BTF-typed pointers in a
+//! `tp_btf` program, and the field offsets are read-only globals that user space fills in from
+//! the running kernel's BTF (Rust BPF has no CO-RE yet). The verifier treats frozen read-only
+//! globals as constants, checks each access against the kernel's type information and turns it
+//! into a fault-tolerant load, so no `bpf_probe_read_kernel` call is needed per field.
+
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_ktime_get_ns, bpf_probe_read_kernel,
-    },
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_probe_read_kernel},
     macros::{btf_tracepoint, map, perf_event},
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePointContext, PerfEventContext},
     EbpfContext,
 };
 use aya_log_ebpf::warn;
-use ballast_common::{wait_bucket, CpuCounters, CpuSlot, WaitStart};
+use ballast_common::{wait_bucket, CpuCounters, CpuSlot, WaitState};
 
 /// Bound of live cgroups tracked at once. Entries are allocated on first use (no prealloc) and
 /// user space deletes those of removed cgroups; past the bound, events are counted as dropped.
 const MAX_CGROUPS: u32 = 16_384;
-/// Bound of tasks waiting for a CPU at once (node-wide). LRU, so exited tasks cannot fill it.
-const MAX_WAITING_TASKS: u32 = 32_768;
+/// Bound of tasks throttled at once (node-wide) whose next wait must not count.
+const MAX_THROTTLED_TASKS: u32 = 16_384;
 
 #[map]
 static CGROUP_CPU: PerCpuHashMap<u64, CpuCounters> =
     PerCpuHashMap::with_max_entries(MAX_CGROUPS, BPF_F_NO_PREALLOC);
 
 #[map]
-static WAIT_START: LruHashMap<u64, WaitStart> = LruHashMap::with_max_entries(MAX_WAITING_TASKS, 0);
-
-#[map]
 static CPU_SLOT: PerCpuArray<CpuSlot> = PerCpuArray::with_max_entries(1, 0);
 
-#[inline(always)]
-fn now_ns() -> u64 {
-    // SAFETY: the helper takes no arguments and cannot fail.
-    unsafe { bpf_ktime_get_ns() }
-}
+/// Tasks (by `task_struct` address) switched out because their cgroup was throttled. An entry
+/// lives from the throttled switch-out to the task's next switch-in; a task cannot exit without
+/// running again, so entries do not leak.
+#[map]
+static THROTTLED_TASKS: HashMap<u64, u64> =
+    HashMap::with_max_entries(MAX_THROTTLED_TASKS, BPF_F_NO_PREALLOC);
 
-/// Byte offset of `task_struct::throttled`, set by user space at load time from the kernel's BTF
-/// (a read-only global); 0 when the kernel has no such field.
+/// Number of entries in `THROTTLED_TASKS` (one slot, shared by all CPUs): the hot path skips the
+/// map entirely while it is 0.
+#[map]
+static THROTTLED_COUNT: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Byte offsets in `struct task_struct`, set by user space at load time from the kernel's BTF
+/// (read-only globals, constants to the verifier). A task field that is missing makes user space
+/// refuse to load; `TASK_THROTTLED_OFFSET` alone may be 0 (kernels before 6.18).
 #[unsafe(no_mangle)]
-static TASK_THROTTLED_OFFSET: u64 = 0;
-
-/// Byte offset of `task_struct::se.sum_exec_runtime`, set by user space from the kernel's BTF;
-/// 0 when unknown.
+static TASK_PID_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
 static TASK_RUNTIME_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static TASK_RUN_DELAY_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static TASK_THROTTLED_OFFSET: u64 = 0;
+/// The path from a task to its cgroup v2 id: `task_struct::cgroups` -> `css_set::dfl_cgrp` ->
+/// `cgroup::kn` -> `kernfs_node::id` (what `bpf_get_current_cgroup_id()` follows, as loads).
+#[unsafe(no_mangle)]
+static TASK_CGROUPS_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static CSS_SET_DFL_CGRP_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static CGROUP_KN_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static KERNFS_NODE_ID_OFFSET: u64 = 0;
 
-/// The kernel's CPU-time accounting of `task`, ns; `None` when its offset is unknown.
+/// Value of a loader-patched global.
 #[inline(always)]
-fn task_runtime(task: u64) -> Option<u64> {
-    // SAFETY: volatile read of a loader-patched global; see is_throttled.
-    let offset = unsafe { core::ptr::read_volatile(&TASK_RUNTIME_OFFSET) };
-    if offset == 0 {
-        return None;
-    }
-    // SAFETY: bpf_probe_read_kernel checks the address; `task` is a task_struct pointer.
-    unsafe { bpf_probe_read_kernel(task.wrapping_add(offset) as *const u64) }.ok()
+fn global(value: &u64) -> u64 {
+    // SAFETY: a volatile read keeps the compiler from folding the placeholder 0 into the code;
+    // the loader writes the real value before the program is verified.
+    unsafe { core::ptr::read_volatile(value) }
 }
 
-/// CPU time of the current task `task` since its last charge on this CPU.
+/// A field of the BTF-typed task pointer `task` (a `tp_btf` argument).
 #[inline(always)]
-fn on_cpu_delta(slot: &mut CpuSlot, now: u64, task: u64, current_runtime: Option<u64>) -> u64 {
-    if slot.charged_until_ns == 0 {
-        return 0;
-    }
-    match current_runtime {
-        Some(runtime) if slot.runtime_base_task == task => {
-            runtime.saturating_sub(slot.runtime_base_ns)
+fn field<T: Copy>(task: u64, offset: u64) -> T {
+    // SAFETY: `task` is a `struct task_struct *` argument of the tracepoint and `offset` a
+    // verifier-known constant taken from the kernel's BTF for a field of type T; the verifier
+    // checks the access against that type and emits a fault-tolerant load.
+    unsafe { core::ptr::read_volatile(task.wrapping_add(offset) as *const T) }
+}
+
+/// The cgroup v2 id of the BTF-typed task pointer `task`. Each step is a BTF-typed pointer load
+/// the verifier checks; the scheduler holds the run-queue lock, so the task's css_set is stable.
+#[inline(always)]
+fn cgroup_of_arg(task: u64) -> u64 {
+    let css_set: u64 = field(task, global(&TASK_CGROUPS_OFFSET));
+    let cgroup: u64 = field(css_set, global(&CSS_SET_DFL_CGRP_OFFSET));
+    let node: u64 = field(cgroup, global(&CGROUP_KN_OFFSET));
+    field(node, global(&KERNFS_NODE_ID_OFFSET))
+}
+
+/// The counters the scheduler keeps for a task.
+#[derive(Clone, Copy)]
+struct TaskClock {
+    /// `se.sum_exec_runtime`, ns.
+    runtime_ns: u64,
+    /// `sched_info.run_delay`, ns.
+    run_delay_ns: u64,
+}
+
+impl TaskClock {
+    #[inline(always)]
+    fn of_arg(task: u64) -> Self {
+        Self {
+            runtime_ns: field(task, global(&TASK_RUNTIME_OFFSET)),
+            run_delay_ns: field(task, global(&TASK_RUN_DELAY_OFFSET)),
         }
-        _ => now.saturating_sub(slot.charged_until_ns),
     }
-}
 
-/// Remembers `task`'s runtime as the base of its next charge.
-#[inline(always)]
-fn set_runtime_base(slot: &mut CpuSlot, task: u64, runtime: Option<u64>) {
-    slot.runtime_base_task = task;
-    slot.runtime_base_ns = runtime.unwrap_or(u64::MAX);
-}
-
-/// Whether `task` has just been throttled by CFS bandwidth control.
-#[inline(always)]
-fn is_throttled(task: u64) -> bool {
-    // SAFETY: reading a global through a volatile load keeps the compiler from folding the
-    // placeholder 0 into the code; the loader patches the real value.
-    let offset = unsafe { core::ptr::read_volatile(&TASK_THROTTLED_OFFSET) };
-    if offset == 0 {
-        return false;
+    /// The same for an untyped task address (outside `tp_btf`), through checked reads.
+    #[inline(always)]
+    fn of_address(task: u64) -> Option<Self> {
+        let read = |offset: u64| {
+            // SAFETY: bpf_probe_read_kernel validates the address and fails cleanly.
+            unsafe { bpf_probe_read_kernel(task.wrapping_add(offset) as *const u64) }.ok()
+        };
+        Some(Self {
+            runtime_ns: read(global(&TASK_RUNTIME_OFFSET))?,
+            run_delay_ns: read(global(&TASK_RUN_DELAY_OFFSET))?,
+        })
     }
-    // SAFETY: bpf_probe_read_kernel validates the address itself and fails cleanly on a bad one;
-    // `task` is the `prev` task_struct pointer handed to the tracepoint.
-    let flag = unsafe { bpf_probe_read_kernel(task.wrapping_add(offset) as *const u8) };
-    matches!(flag, Ok(v) if v != 0)
 }
 
 /// `TASK_RUNNING` in `task_struct::__state`.
 const TASK_RUNNING: u64 = 0;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Switch {
+    Voluntary,
+    Involuntary,
+    Throttled,
+    /// Not a switch: the flush tick.
+    None,
+}
 
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
@@ -133,7 +166,6 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
 /// `sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
 /// unsigned int prev_state)`; `current` is still `prev`.
 fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
-    let now = now_ns();
     let preempt: u64 = ctx.arg(0);
     let prev: u64 = ctx.arg(1);
     let next: u64 = ctx.arg(2);
@@ -144,91 +176,68 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
     // interrupts off; the flush tick runs on this CPU only, never nested inside it).
     let slot = unsafe { &mut *slot };
 
-    let still_runnable = (preempt & 1) != 0 || (prev_state & 0xffff_ffff) == TASK_RUNNING;
-    let throttled = still_runnable && is_throttled(prev);
-    let leaving_is_idle = (bpf_get_current_pid_tgid() as u32) == 0;
-    if leaving_is_idle {
-        // The idle task neither waits nor counts as load.
-        slot.pending_wait = 0;
-    } else {
+    // The idle task (pid 0) neither waits nor counts as load.
+    if field::<i32>(prev, global(&TASK_PID_OFFSET)) != 0 {
+        let still_runnable = (preempt & 1) != 0 || (prev_state & 0xffff_ffff) == TASK_RUNNING;
+        let throttled_offset = global(&TASK_THROTTLED_OFFSET);
+        let throttled =
+            still_runnable && throttled_offset != 0 && field::<u8>(prev, throttled_offset) != 0;
         let switch = match (still_runnable, throttled) {
             (true, true) => Switch::Throttled,
             (true, false) => Switch::Involuntary,
             (false, _) => Switch::Voluntary,
         };
-        let on_cpu = on_cpu_delta(slot, now, prev, task_runtime(prev));
-        charge_current(ctx, slot, now, on_cpu, switch);
-        if switch == Switch::Throttled {
-            // Whatever stale wait the task had must not span its throttled time either.
-            let _ = WAIT_START.remove(&prev);
-        } else if still_runnable {
-            let start = WaitStart {
-                since_ns: now,
-                from_wakeup: 0,
-            };
-            // A full LRU evicts the oldest entry; nothing to handle.
-            let _ = WAIT_START.insert(&prev, &start, 0);
+        let cgroup = cgroup_of_arg(prev);
+        charge_current(ctx, slot, prev, cgroup, TaskClock::of_arg(prev), switch);
+        if throttled {
+            mark_throttled(prev);
         }
     }
 
-    // The arriving task's wait ends now; it is charged once the task is current.
-    slot.charged_until_ns = now;
-    set_runtime_base(slot, next, task_runtime(next));
-    if let Some(start) = WAIT_START.get_ptr_mut(&next) {
-        // SAFETY: a pointer from a map lookup is valid for this run; the entry of a task that is
-        // being switched in is written by nobody else meanwhile (its wakeups are done).
-        let start = unsafe { &mut *start };
-        if start.since_ns != 0 {
-            slot.pending_wait_ns = now.saturating_sub(start.since_ns);
-            slot.pending_from_wakeup = start.from_wakeup;
-            slot.pending_wait = 1;
-            start.since_ns = 0;
-        }
-    }
+    // The arriving task: its counters now are the base of its next charge, and the wait that
+    // ends now is counted at that charge unless it was throttled time.
+    slot.base_task = next;
+    let clock = TaskClock::of_arg(next);
+    slot.base_runtime_ns = clock.runtime_ns;
+    slot.base_run_delay_ns = clock.run_delay_ns;
+    slot.wait_state = if unmark_throttled(next) {
+        WaitState::AfterThrottle as u64
+    } else {
+        WaitState::Uncharged as u64
+    };
     Ok(())
 }
 
-#[btf_tracepoint(function = "sched_wakeup")]
-pub fn sched_wakeup(ctx: BtfTracePointContext) -> i32 {
-    match try_wakeup(&ctx, false) {
-        Ok(()) | Err(_) => 0,
-    }
-}
-
-#[btf_tracepoint(function = "sched_wakeup_new")]
-pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
-    match try_wakeup(&ctx, true) {
-        Ok(()) | Err(_) => 0,
-    }
-}
-
-/// `sched_wakeup(struct task_struct *p)`: `p` is runnable from now on. A wakeup of a task that
-/// was preempted and is still queued (it had begun to go to sleep) does not restart its wait:
-/// the kernel's own run-delay accounting keeps the original enqueue time too. Any other existing
-/// entry is stale (a wakeup that raced with the task still running) and is overwritten.
-fn try_wakeup(ctx: &BtfTracePointContext, new_task: bool) -> Result<(), i64> {
-    let task: u64 = ctx.arg(0);
-    let now = now_ns();
-    if !new_task {
-        if let Some(start) = WAIT_START.get_ptr_mut(&task) {
-            // SAFETY: valid map value pointer for this run; see try_sched_switch.
-            let start = unsafe { &mut *start };
-            if start.since_ns != 0 && start.from_wakeup == 0 {
-                return Ok(());
-            }
-            start.since_ns = now;
-            start.from_wakeup = 1;
-            return Ok(());
+/// Remembers that `task` left the CPU throttled.
+#[inline(always)]
+fn mark_throttled(task: u64) {
+    if THROTTLED_TASKS.insert(&task, &1, u64::from(BPF_NOEXIST)).is_ok() {
+        if let Some(count) = THROTTLED_COUNT.get_ptr_mut(0) {
+            // SAFETY: a map value pointer, valid for this run; every access to it is atomic.
+            unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(count, 1) };
         }
     }
-    let start = WaitStart {
-        since_ns: now,
-        from_wakeup: 1,
-    };
-    WAIT_START.insert(&task, &start, 0).map_err(i64::from)
 }
 
-/// Flush tick: charges the current task's on-CPU time and parked wait, so long-running tasks
+/// Forgets `task`'s throttle mark; true when it had one.
+#[inline(always)]
+fn unmark_throttled(task: u64) -> bool {
+    let Some(count) = THROTTLED_COUNT.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: a map value pointer, valid for this run. An aligned 8-byte load cannot tear (BPF
+    // v1 has no atomic-load instruction to ask for it); a stale value only costs one lookup.
+    let marked = unsafe { core::ptr::read_volatile(count) };
+    if marked == 0 || THROTTLED_TASKS.remove(&task).is_err() {
+        return false;
+    }
+    // Adding u64::MAX subtracts one (BPF has an atomic add, not a subtract).
+    // SAFETY: as above.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(count, u64::MAX) };
+    true
+}
+
+/// Flush tick: charges the current task's on-CPU time and wait so far, so long-running tasks
 /// show up within one tick period instead of when they finally switch.
 #[perf_event]
 pub fn flush_tick(ctx: PerfEventContext) -> u32 {
@@ -238,61 +247,61 @@ pub fn flush_tick(ctx: PerfEventContext) -> u32 {
 }
 
 fn try_flush_tick(ctx: &PerfEventContext) -> Result<(), i64> {
-    let now = now_ns();
     let slot = CPU_SLOT.get_ptr_mut(0).ok_or(1i64)?;
     // SAFETY: as in try_sched_switch; the tick and sched_switch never nest on one CPU.
     let slot = unsafe { &mut *slot };
-    if (bpf_get_current_pid_tgid() as u32) == 0 {
-        slot.charged_until_ns = now;
-        return Ok(());
+    if ctx.pid() != 0 {
+        // SAFETY: the helper takes no arguments and returns the current task's address.
+        let current = unsafe { bpf_get_current_task() };
+        // SAFETY: the helper takes no arguments.
+        let cgroup = unsafe { bpf_get_current_cgroup_id() };
+        if let Some(clock) = TaskClock::of_address(current) {
+            charge_current(ctx, slot, current, cgroup, clock, Switch::None);
+        }
     }
-    // SAFETY: the helper takes no arguments and returns the current task's address.
-    let current = unsafe { bpf_get_current_task() };
-    let runtime = task_runtime(current);
-    let on_cpu = on_cpu_delta(slot, now, current, runtime);
-    charge_current(ctx, slot, now, on_cpu, Switch::None);
-    set_runtime_base(slot, current, runtime);
+    flush_pending(ctx, slot);
     Ok(())
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Switch {
-    Voluntary,
-    Involuntary,
-    Throttled,
-    None,
-}
-
-/// Charges the current task's cgroup with its on-CPU time since the last charge on this CPU,
-/// its parked wait (if any) and the kind of switch.
+/// Charges the current task `task`'s cgroup with what the scheduler accounted since the base in
+/// this CPU's slot (nothing when the base belongs to another task: the first sight of a task
+/// after attaching), and with the kind of switch; the slot's base moves to `clock`. The charge
+/// goes to the slot's pending counts; those of another cgroup are moved to the map first.
 #[inline(always)]
 fn charge_current<C: EbpfContext>(
     ctx: &C,
     slot: &mut CpuSlot,
-    now: u64,
-    on_cpu: u64,
+    task: u64,
+    cgroup: u64,
+    clock: TaskClock,
     switch: Switch,
 ) {
-    // SAFETY: the helper takes no arguments and is allowed in every program type used here.
-    let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    let Some(counters) = cgroup_counters(ctx, cgroup, slot) else {
-        slot.pending_wait = 0;
-        slot.charged_until_ns = now;
-        return;
-    };
-    // SAFETY: valid per-CPU map value pointer for this run; only this CPU writes its copy.
-    let counters = unsafe { &mut *counters };
-    counters.on_cpu_ns += on_cpu;
-    slot.charged_until_ns = now;
-    if slot.pending_wait != 0 {
-        let wait = slot.pending_wait_ns;
-        counters.runqueue_wait_ns += wait;
-        counters.runqueue_waits += 1;
-        counters.wakeups += slot.pending_from_wakeup;
-        if let Some(bucket) = counters.wait_hist.get_mut(wait_bucket(wait)) {
-            *bucket += 1;
+    let known = slot.base_task == task;
+    let on_cpu = clock.runtime_ns.saturating_sub(slot.base_runtime_ns);
+    let wait = clock.run_delay_ns.saturating_sub(slot.base_run_delay_ns);
+    let wait_state = slot.wait_state;
+    slot.base_task = task;
+    slot.base_runtime_ns = clock.runtime_ns;
+    slot.base_run_delay_ns = clock.run_delay_ns;
+    slot.wait_state = WaitState::Charged as u64;
+
+    if slot.pending_cgroup != cgroup {
+        flush_pending(ctx, slot);
+        slot.pending_cgroup = cgroup;
+    }
+    let counters = &mut slot.pending;
+    if known {
+        counters.on_cpu_ns += on_cpu;
+        if wait_state == WaitState::Uncharged as u64 {
+            counters.runqueue_wait_ns += wait;
+            counters.runqueue_waits += 1;
+            if let Some(bucket) = counters.wait_hist.get_mut(wait_bucket(wait)) {
+                *bucket += 1;
+            }
+        } else if wait_state == WaitState::Charged as u64 {
+            // Normally 0: the run delay only grows when a task is switched in.
+            counters.runqueue_wait_ns += wait;
         }
-        slot.pending_wait = 0;
     }
     match switch {
         Switch::Voluntary => counters.voluntary_switches += 1,
@@ -302,25 +311,30 @@ fn charge_current<C: EbpfContext>(
     }
 }
 
-/// This CPU's counters of `cgroup`, creating the entry on first use.
+/// Moves the slot's pending counts into this CPU's copy of their cgroup's map entry (created on
+/// first use). Past the map's bound the counts are dropped and counted as such.
 #[inline(always)]
-fn cgroup_counters<C: EbpfContext>(
-    ctx: &C,
-    cgroup: u64,
-    slot: &mut CpuSlot,
-) -> Option<*mut CpuCounters> {
-    if let Some(counters) = CGROUP_CPU.get_ptr_mut(&cgroup) {
-        return Some(counters);
+fn flush_pending<C: EbpfContext>(ctx: &C, slot: &mut CpuSlot) {
+    let cgroup = slot.pending_cgroup;
+    if cgroup == 0 {
+        return;
     }
-    let zero = CpuCounters::default();
-    // NOEXIST: another CPU may have created it meanwhile; then the lookup below finds it.
-    let _ = CGROUP_CPU.insert(&cgroup, &zero, u64::from(aya_ebpf::bindings::BPF_NOEXIST));
-    let counters = CGROUP_CPU.get_ptr_mut(&cgroup);
-    if counters.is_none() {
-        slot.dropped_events += 1;
-        if slot.dropped_events == 1 {
-            warn!(ctx, "cgroup CPU map full: events are being dropped");
+    let mut target = CGROUP_CPU.get_ptr_mut(&cgroup);
+    if target.is_none() {
+        // NOEXIST: another CPU may have created it meanwhile; then the lookup below finds it.
+        let _ = CGROUP_CPU.insert(&cgroup, &CpuCounters::default(), u64::from(BPF_NOEXIST));
+        target = CGROUP_CPU.get_ptr_mut(&cgroup);
+    }
+    match target {
+        // SAFETY: valid per-CPU map value pointer for this run; only this CPU writes its copy.
+        Some(target) => unsafe { &mut *target }.accumulate(&slot.pending),
+        None => {
+            slot.dropped_events += 1;
+            if slot.dropped_events == 1 {
+                warn!(ctx, "cgroup CPU map full: events are being dropped");
+            }
         }
     }
-    counters
+    slot.pending = CpuCounters::default();
+    slot.pending_cgroup = 0;
 }

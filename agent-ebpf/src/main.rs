@@ -2,6 +2,10 @@
 //! cgroup v2 id of the task concerned. User space owns all arithmetic beyond additions.
 #![no_std]
 #![no_main]
+// The BPF target has no compare-and-swap, so core's atomic types offer no `fetch_add`; the
+// intrinsic lowers to BPF's own atomic add instruction, which is all the programs need.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod cpu;
 

@@ -29,7 +29,6 @@ fn snapshot(at_ns: u64, scale: u64) -> CpuSnapshot {
             on_cpu_ns: i * 1_000_000 * scale,
             runqueue_wait_ns: i * 10_000 * scale,
             runqueue_waits: i * scale,
-            wakeups: i * scale,
             voluntary_switches: i * scale,
             involuntary_switches: i,
             throttled_switches: 0,

@@ -4,7 +4,7 @@
 use std::sync::RwLock;
 
 use crate::{
-    collect::{ebpf::ProgramStats, sample::CpuSnapshot, sample::Mode},
+    collect::{ebpf::RunStatsReport, sample::CpuSnapshot, sample::Mode},
     load::cpu::{cpu_load, CpuLoad},
 };
 
@@ -13,7 +13,7 @@ use crate::{
 pub struct View {
     pub snapshot: Option<CpuSnapshot>,
     pub load: Option<CpuLoad>,
-    pub program_stats: Option<Vec<ProgramStats>>,
+    pub program_stats: Option<RunStatsReport>,
     /// Collections that failed since start (the previous view stays published).
     pub failed_collections: u64,
 }
@@ -47,7 +47,7 @@ impl AgentState {
     }
 
     /// Publishes a new snapshot; the load is computed against the previous one.
-    pub fn publish(&self, snapshot: CpuSnapshot, program_stats: Option<Vec<ProgramStats>>) {
+    pub fn publish(&self, snapshot: CpuSnapshot, program_stats: Option<RunStatsReport>) {
         let mut view = self
             .view
             .write()

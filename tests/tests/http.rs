@@ -12,7 +12,14 @@ fn metrics_and_load_document_carry_the_cpu_families() -> Result<()> {
     if !privileged() {
         return Ok(());
     }
-    let agent = Agent::start(&["--interval", "500ms", "--rescan-interval", "1s"])?;
+    let agent = Agent::start(&[
+        "--interval",
+        "500ms",
+        "--rescan-interval",
+        "1s",
+        "--bpf-stats",
+        "always",
+    ])?;
     // A cgroup with a CFS quota on the v1 cpu controller (hybrid host): throttling shows up as its
     // own family and not as run-queue wait.
     let mut limited = TestCgroup::new("ballast-http-quota")?.with_v1_cpu_quota(10_000, 100_000)?;
@@ -148,5 +155,29 @@ fn metrics_and_load_document_carry_the_cpu_families() -> Result<()> {
     assert_eq!(agent.get_text("/healthz")?.trim(), "ok");
     let status = agent.stop()?;
     assert!(status.success(), "SIGTERM ends the agent cleanly: {status}");
+    Ok(())
+}
+
+/// By default run-time statistics are sampled: before the first window nothing pretends to be a
+/// measured zero, and the gauge says they are off.
+#[test]
+fn program_statistics_are_absent_until_sampled() -> Result<()> {
+    if !privileged() {
+        return Ok(());
+    }
+    let agent = Agent::start(&["--interval", "500ms"])?;
+    let scrape = eventually(Duration::from_secs(10), || {
+        let scrape = agent.scrape()?;
+        let up = sample_with(&scrape, "ballast_collector_up", &[("mode", "ebpf")]);
+        Ok(up.filter(|v| *v == 1.0).map(|_| scrape))
+    })?;
+    assert!(
+        !scrape
+            .samples
+            .iter()
+            .any(|s| s.metric.starts_with("ballast_ebpf_program_")),
+        "no program statistics before the first sampling window"
+    );
+    agent.stop()?;
     Ok(())
 }

@@ -48,8 +48,6 @@ pub struct CpuCounters {
     pub runqueue_wait_ns: u64,
     /// Number of completed waits (each ends when the task is switched in).
     pub runqueue_waits: u64,
-    /// Waits that began with a wakeup (the rest began with a preemption).
-    pub wakeups: u64,
     /// Switches where the task gave up the CPU itself (blocked/slept).
     pub voluntary_switches: u64,
     /// Switches where the task was preempted while still runnable.
@@ -67,7 +65,6 @@ impl CpuCounters {
         self.on_cpu_ns = self.on_cpu_ns.wrapping_add(other.on_cpu_ns);
         self.runqueue_wait_ns = self.runqueue_wait_ns.wrapping_add(other.runqueue_wait_ns);
         self.runqueue_waits = self.runqueue_waits.wrapping_add(other.runqueue_waits);
-        self.wakeups = self.wakeups.wrapping_add(other.wakeups);
         self.voluntary_switches = self
             .voluntary_switches
             .wrapping_add(other.voluntary_switches);
@@ -85,39 +82,43 @@ impl CpuCounters {
     }
 }
 
-/// When a task started waiting for a CPU (an LRU hash keyed by the task's address).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WaitStart {
-    /// `bpf_ktime_get_ns()` when the wait began; 0 means "not waiting".
-    pub since_ns: u64,
-    /// 1 when the wait began with a wakeup, 0 when with a preemption.
-    pub from_wakeup: u64,
+/// Whether the wait that preceded the current task's run on a CPU is still to be counted.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitState {
+    /// Not counted yet: the next charge counts it as one wait.
+    Uncharged = 0,
+    /// Counted (by a flush tick or because the task was first seen mid-run).
+    Charged = 1,
+    /// The wait was the cgroup's throttled time: it is not run-queue wait and is dropped.
+    AfterThrottle = 2,
 }
 
-/// Per-CPU bookkeeping of the scheduler programs (a one-slot per-CPU array).
-///
-/// The kernel only knows the cgroup of the *current* task cheaply, so what happens to the task
-/// that is switched in (its wait) is parked here and charged to its cgroup when it next leaves the
-/// CPU (or at the next flush tick), when it is the current task.
+/// Per-CPU bookkeeping of the scheduler programs (a one-slot per-CPU array): the scheduler's
+/// counters of the task that is on this CPU, as they were when it was switched in or last
+/// charged. Its next charge is the difference, so nothing is ever counted twice.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuSlot {
-    /// Since when the current task's on-CPU time has not been charged yet (ktime), ns.
-    pub charged_until_ns: u64,
-    /// The current task's `sum_exec_runtime` at that moment, ns (u64::MAX when unreadable).
-    pub runtime_base_ns: u64,
-    /// The task (`task_struct` address) `runtime_base_ns` belongs to: a base is only ever
-    /// subtracted from the same task's runtime.
-    pub runtime_base_task: u64,
-    /// Wait of the current task that is not charged yet, ns (0 when none).
-    pub pending_wait_ns: u64,
-    /// 1 when a pending wait exists (a wait of 0 ns still counts as a wait).
-    pub pending_wait: u64,
-    /// 1 when the pending wait began with a wakeup.
-    pub pending_from_wakeup: u64,
+    /// The task (`task_struct` address) the bases belong to: a base is only ever subtracted
+    /// from the same task's counters.
+    pub base_task: u64,
+    /// Its `se.sum_exec_runtime` at the base, ns.
+    pub base_runtime_ns: u64,
+    /// Its `sched_info.run_delay` at the base, ns.
+    pub base_run_delay_ns: u64,
+    /// A [`WaitState`] as u64.
+    pub wait_state: u64,
     /// Events whose cgroup could not get a map entry (map full): counted, never silent.
     pub dropped_events: u64,
+    /// The cgroup `pending` belongs to (0: nothing pending).
+    pub pending_cgroup: u64,
+    /// Counts of `pending_cgroup` not yet added to the cgroup map. Consecutive charges on a CPU
+    /// very often go to the same cgroup (a task and the idle task alternating, or the tasks of
+    /// one service handing work to each other), so they are summed here and moved to the map
+    /// only when the cgroup changes or the flush tick fires: one hash operation instead of one
+    /// per switch.
+    pub pending: CpuCounters,
 }
 
 #[cfg(feature = "user")]
@@ -125,8 +126,6 @@ mod pod {
     // SAFETY: these types are #[repr(C)], contain only u64s (no padding, every bit pattern is
     // valid), which is what aya::Pod requires.
     unsafe impl aya::Pod for super::CpuCounters {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::WaitStart {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::CpuSlot {}
 }

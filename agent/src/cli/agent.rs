@@ -11,6 +11,7 @@ use tracing::info;
 use crate::{
     collect::{
         cpu::{CpuCollector, CpuOptions},
+        ebpf::RunStats,
         worker::{self, monotonic_ns},
     },
     serve,
@@ -34,6 +35,10 @@ pub struct AgentArgs {
     /// Frequency of the per-CPU flush tick of the kernel programs, Hz.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub tick_hz: u64,
+    /// When the kernel's BPF run-time statistics are on: they cost every BPF program on the node
+    /// two clock reads per run, so by default they are sampled 5 s per minute.
+    #[arg(long, value_enum, default_value_t = RunStats::Sampled)]
+    pub bpf_stats: RunStats,
     /// How often the cgroup hierarchy is walked to notice removed cgroups.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub rescan_interval: Duration,
@@ -49,6 +54,21 @@ pub struct AgentArgs {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Serves allocations of 128 KiB and more from their own mappings, always.
+///
+/// glibc raises that threshold on the fly once a large block is freed (up to 32 MiB); loading
+/// the kernel programs frees a 5.5 MB BTF buffer and then parses the kernel's BTF into growing
+/// vectors, which would then be copied on every growth inside the heap and leave it fragmented.
+/// With the threshold pinned they grow by `mremap` and go back to the system when freed: the
+/// agent's peak and resident memory drop (BENCHMARKS.md).
+fn pin_mmap_threshold() {
+    const THRESHOLD: libc::c_int = 128 * 1024;
+    // SAFETY: mallopt only changes allocator tuning; it is called before any thread starts.
+    if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD) } == 0 {
+        tracing::debug!("mallopt(M_MMAP_THRESHOLD) refused; memory figures may be higher");
+    }
 }
 
 /// Durations like `500ms`, `1s`, `2m`.
@@ -74,6 +94,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: AgentArgs) -> Result<()> {
+    pin_mmap_threshold();
     init_logging(args.log_format);
     if !args.standalone {
         bail!(
@@ -91,6 +112,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let options = CpuOptions {
         no_ebpf: args.no_ebpf,
         tick_hz: args.tick_hz,
+        run_stats: args.bpf_stats,
         rescan_interval_ns: u64::try_from(args.rescan_interval.as_nanos()).unwrap_or(u64::MAX),
     };
     let collector = CpuCollector::new(&options).context("starting the CPU collector failed")?;

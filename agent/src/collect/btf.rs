@@ -2,8 +2,7 @@
 //! BTF (/sys/kernel/btf/vmlinux).
 //!
 //! Why by hand: Rust BPF programs cannot carry CO-RE relocations yet, and aya's BTF types keep
-//! member offsets private. The kernel programs read a field through `bpf_probe_read_kernel` at an
-//! offset user space looks up here and passes in as a read-only global, which keeps them correct
+//! member offsets private. The kernel programs read a field at an offset user space looks up here and passes in as a read-only global, which keeps them correct
 //! on any kernel whose BTF has the field, and lets user space say so when it has not.
 
 use thiserror::Error;
@@ -101,11 +100,10 @@ pub fn member_offset(data: &[u8], name: &str, member: &str) -> Result<Option<u64
     Ok(None)
 }
 
-/// `member_offset` in the running kernel's BTF.
-pub fn kernel_member_offset(name: &str, member: &str) -> Result<Option<u64>, BtfError> {
+/// The running kernel's BTF blob.
+pub fn kernel_btf() -> Result<Vec<u8>, BtfError> {
     const PATH: &str = "/sys/kernel/btf/vmlinux";
-    let data = std::fs::read(PATH).map_err(|source| BtfError::Read { path: PATH, source })?;
-    member_offset(&data, name, member)
+    std::fs::read(PATH).map_err(|source| BtfError::Read { path: PATH, source })
 }
 
 #[cfg(test)]
@@ -168,7 +166,8 @@ mod tests {
     /// The running kernel's BTF parses to the end and has task_struct::pid (every kernel does).
     #[test]
     fn running_kernel() {
-        let offset = kernel_member_offset("task_struct", "pid").expect("kernel BTF parses");
+        let btf = kernel_btf().expect("kernel BTF is readable");
+        let offset = member_offset(&btf, "task_struct", "pid").expect("kernel BTF parses");
         assert!(offset.is_some_and(|o| o > 0));
     }
 }

@@ -21,7 +21,7 @@ use super::{
         identity::{identify, Identity},
     },
     cgroupfs::{self, Throttling},
-    ebpf::{CpuProbe, EbpfError, ProgramStats},
+    ebpf::{CpuProbe, EbpfError, RunStats, RunStatsReport},
     sample::{CgroupCpu, CgroupEntry, CpuSnapshot, Mode, NodeCpu},
 };
 
@@ -32,6 +32,8 @@ pub struct CpuOptions {
     pub no_ebpf: bool,
     /// Frequency of the per-CPU flush tick, Hz.
     pub tick_hz: u64,
+    /// When the kernel's BPF run-time statistics are on.
+    pub run_stats: RunStats,
     /// How often the hierarchy is walked even when no unknown id shows up, ns.
     pub rescan_interval_ns: u64,
 }
@@ -41,6 +43,7 @@ impl Default for CpuOptions {
         Self {
             no_ebpf: false,
             tick_hz: 10,
+            run_stats: RunStats::Sampled,
             rescan_interval_ns: 10_000_000_000,
         }
     }
@@ -108,7 +111,7 @@ impl CpuCollector {
         let (source, fallback_reason) = if options.no_ebpf {
             (Source::Cgroupfs, Some("disabled by --no-ebpf".to_string()))
         } else {
-            match CpuProbe::attach(options.tick_hz) {
+            match CpuProbe::attach(options.tick_hz, options.run_stats) {
                 Ok(probe) => (Source::Ebpf(Box::new(probe)), None),
                 Err(err) => (Source::Cgroupfs, Some(err.to_string())),
             }
@@ -168,7 +171,7 @@ impl CpuCollector {
     }
 
     /// Run-time statistics of the kernel programs (eBPF mode with statistics enabled only).
-    pub fn program_stats(&self) -> Option<Vec<ProgramStats>> {
+    pub fn program_stats(&self) -> Option<RunStatsReport> {
         match &self.source {
             Source::Ebpf(probe) => probe.program_stats(),
             Source::Cgroupfs => None,
@@ -184,7 +187,10 @@ impl CpuCollector {
             self.rescan(now_ns)?;
         }
         match &mut self.source {
-            Source::Ebpf(_) => self.collect_ebpf(now_ns),
+            Source::Ebpf(probe) => {
+                probe.schedule_run_stats(now_ns);
+                self.collect_ebpf(now_ns)
+            }
             Source::Cgroupfs => Ok(self.collect_cgroupfs(now_ns)),
         }
     }

@@ -19,20 +19,58 @@ use aya_log::EbpfLogger;
 use ballast_common::{CpuCounters, CpuSlot};
 use thiserror::Error;
 
-use super::btf::kernel_member_offset;
-use tracing::{debug, warn};
+use super::btf::{kernel_btf, member_offset, BtfError};
+use tracing::{debug, info, warn};
 
-/// The scheduler tracepoints the CPU collector attaches to (BTF-typed, no tracefs needed).
-const SCHED_PROGRAMS: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
+/// The scheduler tracepoint the CPU collector attaches to (BTF-typed, no tracefs needed).
+const SWITCH_PROGRAM: &str = "sched_switch";
 /// The per-CPU flush tick.
 const TICK_PROGRAM: &str = "flush_tick";
 /// Names of every program, as exported in `ballast_ebpf_program_*{program}`.
-pub const PROGRAM_NAMES: [&str; 4] = [
-    "sched_switch",
-    "sched_wakeup",
-    "sched_wakeup_new",
-    TICK_PROGRAM,
-];
+pub const PROGRAM_NAMES: [&str; 2] = [SWITCH_PROGRAM, TICK_PROGRAM];
+
+/// When the kernel's BPF run-time statistics (`kernel.bpf_stats_enabled`) are on.
+///
+/// They are one switch for the whole node: while on, *every* BPF program on it (the CNI's
+/// datapath included) pays two clock reads per run, about 5 % of a context-switch storm on a
+/// 2-vCPU VM (BENCHMARKS.md). Sampling measures the programs' cost for a few seconds a minute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunStats {
+    /// On while the agent runs.
+    Always,
+    /// On for the last [`SAMPLE_WINDOW_NS`] of every [`SAMPLE_PERIOD_NS`].
+    Sampled,
+    /// Never turned on by the agent.
+    Off,
+}
+
+/// Sampling period of [`RunStats::Sampled`].
+pub const SAMPLE_PERIOD_NS: u64 = 60_000_000_000;
+/// Length of each sampling window.
+pub const SAMPLE_WINDOW_NS: u64 = 5_000_000_000;
+
+impl RunStats {
+    /// Whether statistics should be on `since_start_ns` after the first collection. Sampling
+    /// windows close each period rather than open it, so start-up is not measured.
+    pub fn wanted(self, since_start_ns: u64) -> bool {
+        match self {
+            RunStats::Always => true,
+            RunStats::Off => false,
+            RunStats::Sampled => {
+                since_start_ns % SAMPLE_PERIOD_NS >= SAMPLE_PERIOD_NS - SAMPLE_WINDOW_NS
+            }
+        }
+    }
+}
+
+/// Run-time statistics of the kernel programs, as far as they were measured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunStatsReport {
+    /// Whether statistics are being collected right now. Counts only advance while they are, so
+    /// the cost per run is `rate(run seconds) / rate(runs)` in every mode.
+    pub enabled: bool,
+    pub programs: Vec<ProgramStats>,
+}
 
 /// Why the kernel programs could not be used. Every message says what to do; the agent then
 /// falls back to cgroupfs and reports the mode.
@@ -51,6 +89,13 @@ pub enum EbpfError {
     NoBtf,
     #[error("reading kernel BTF failed: {0}")]
     Btf(#[from] aya::BtfError),
+    #[error(transparent)]
+    KernelTypes(#[from] BtfError),
+    #[error(
+        "{field} not found in the kernel's BTF; the kernel programs need it (CONFIG_SCHED_INFO for \
+         run_delay); pass --no-ebpf to read cgroupfs instead"
+    )]
+    MissingField { field: &'static str },
     #[error("loading the eBPF object failed: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("eBPF program {program}: {source}")]
@@ -89,8 +134,15 @@ pub struct CpuProbe {
     cgroup_cpu: PerCpuHashMap<MapData, u64, CpuCounters>,
     cpu_slot: PerCpuArray<MapData, CpuSlot>,
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
-    /// Keeps run-time statistics enabled while the probe lives; `None` if the kernel refused.
+    run_stats: RunStats,
+    /// Keeps run-time statistics enabled while it is held.
     stats: Option<OwnedFd>,
+    /// Monotonic time of the first scheduling decision (the origin of sampling windows).
+    stats_origin_ns: Option<u64>,
+    /// Statistics have been on at least once (before that, counts would be a fake zero).
+    stats_seen: bool,
+    /// The kernel refused to enable statistics (logged once).
+    stats_refused: bool,
     /// Whether throttled time is kept out of the run-queue wait (see the kernel program).
     throttle_aware: bool,
 }
@@ -104,40 +156,31 @@ impl std::fmt::Debug for CpuProbe {
 }
 
 impl CpuProbe {
-    /// Loads the object, attaches the scheduler programs and a flush tick of `tick_hz` per CPU.
-    pub fn attach(tick_hz: u64) -> Result<Self, EbpfError> {
+    /// Loads the object, attaches the scheduler program and a flush tick of `tick_hz` per CPU.
+    pub fn attach(tick_hz: u64, run_stats: RunStats) -> Result<Self, EbpfError> {
         if !Path::new("/sys/kernel/btf/vmlinux").exists() {
             return Err(EbpfError::NoBtf);
         }
-        let btf = Btf::from_sys_fs()?;
-        // Kernels with task-based CFS throttling (6.18+) flag throttled tasks; the programs read
-        // the flag to keep throttled time out of the run-queue wait.
-        let throttled_offset = match kernel_member_offset("task_struct", "throttled") {
-            Ok(offset) => offset,
-            Err(err) => {
-                warn!(error = %err, "looking up task_struct::throttled in kernel BTF failed");
-                None
-            }
-        };
-        if throttled_offset.is_none() {
+        // The agent's own look-ups first, so their buffer is gone before aya parses the BTF.
+        let offsets = TaskOffsets::of_running_kernel()?;
+        if offsets.throttled.is_none() {
             warn!(
                 "this kernel does not flag throttled tasks (task_struct::throttled, 6.18+): run-queue \
                  wait of cgroups with a CPU quota includes their throttled time"
             );
         }
-        let runtime_offset = runtime_offset();
-        if runtime_offset.is_none() {
-            warn!(
-                "task_struct::se.sum_exec_runtime not found in kernel BTF: on-CPU time is measured \
-                 with timestamps and includes steal time"
-            );
-        }
-        let offset_global = throttled_offset.unwrap_or(0);
-        let runtime_global = runtime_offset.unwrap_or(0);
+        let btf = Btf::from_sys_fs()?;
+        let throttled = offsets.throttled.unwrap_or(0);
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
-            .override_global("TASK_THROTTLED_OFFSET", &offset_global, true)
-            .override_global("TASK_RUNTIME_OFFSET", &runtime_global, true)
+            .override_global("TASK_PID_OFFSET", &offsets.pid, true)
+            .override_global("TASK_RUNTIME_OFFSET", &offsets.runtime, true)
+            .override_global("TASK_RUN_DELAY_OFFSET", &offsets.run_delay, true)
+            .override_global("TASK_THROTTLED_OFFSET", &throttled, true)
+            .override_global("TASK_CGROUPS_OFFSET", &offsets.cgroups, true)
+            .override_global("CSS_SET_DFL_CGRP_OFFSET", &offsets.dfl_cgrp, true)
+            .override_global("CGROUP_KN_OFFSET", &offsets.kn, true)
+            .override_global("KERNFS_NODE_ID_OFFSET", &offsets.kn_id, true)
             .load(aya::include_bytes_aligned!(concat!(
                 env!("OUT_DIR"),
                 "/ballast"
@@ -157,22 +200,14 @@ impl CpuProbe {
                 None
             }
         };
-        let stats = match enable_stats(Stats::RunTime) {
-            Ok(fd) => Some(fd),
-            Err(err) => {
-                warn!(error = %err, "BPF run-time statistics unavailable");
-                None
-            }
+        let switch: &mut BtfTracePoint = program_mut(&mut ebpf, SWITCH_PROGRAM)?;
+        let wrap = |source| EbpfError::Program {
+            program: SWITCH_PROGRAM,
+            source,
         };
-        for name in SCHED_PROGRAMS {
-            let program: &mut BtfTracePoint = program_mut(&mut ebpf, name)?;
-            let wrap = |source| EbpfError::Program {
-                program: name,
-                source,
-            };
-            program.load(name, &btf).map_err(wrap)?;
-            program.attach().map_err(wrap)?;
-        }
+        switch.load(SWITCH_PROGRAM, &btf).map_err(wrap)?;
+        drop(btf);
+        switch.attach().map_err(wrap)?;
         let tick: &mut PerfEvent = program_mut(&mut ebpf, TICK_PROGRAM)?;
         let wrap = |source| EbpfError::Program {
             program: TICK_PROGRAM,
@@ -190,18 +225,45 @@ impl CpuProbe {
             )
             .map_err(wrap)?;
         }
-        let throttle_aware = throttled_offset.is_some();
         let cgroup_cpu = take_map(&mut ebpf, "CGROUP_CPU")?;
         let cpu_slot = take_map(&mut ebpf, "CPU_SLOT")?;
-        debug!(tick_hz, "eBPF CPU programs attached");
+        debug!(tick_hz, ?run_stats, "eBPF CPU programs attached");
         Ok(Self {
             ebpf,
             cgroup_cpu,
             cpu_slot,
             logger,
-            stats,
-            throttle_aware,
+            run_stats,
+            stats: None,
+            stats_origin_ns: None,
+            stats_seen: false,
+            stats_refused: false,
+            throttle_aware: offsets.throttled.is_some(),
         })
+    }
+
+    /// Turns run-time statistics on or off as the mode wants at `now_ns` (CLOCK_MONOTONIC).
+    pub fn schedule_run_stats(&mut self, now_ns: u64) {
+        let origin = *self.stats_origin_ns.get_or_insert(now_ns);
+        let wanted = self.run_stats.wanted(now_ns.saturating_sub(origin));
+        match (wanted, self.stats.is_some()) {
+            (true, false) if !self.stats_refused => match enable_stats(Stats::RunTime) {
+                Ok(fd) => {
+                    self.stats = Some(fd);
+                    self.stats_seen = true;
+                    debug!("BPF run-time statistics on");
+                }
+                Err(err) => {
+                    self.stats_refused = true;
+                    warn!(error = %err, "BPF run-time statistics unavailable");
+                }
+            },
+            (false, true) => {
+                self.stats = None;
+                debug!("BPF run-time statistics off");
+            }
+            _ => {}
+        }
     }
 
     /// True when throttled time is excluded from the run-queue wait.
@@ -254,10 +316,12 @@ impl CpuProbe {
         Ok(per_cpu.iter().map(|slot| slot.dropped_events).sum())
     }
 
-    /// Run counts and run time of each program; `None` when statistics are not enabled (a zero
-    /// would be a lie).
-    pub fn program_stats(&self) -> Option<Vec<ProgramStats>> {
-        self.stats.as_ref()?;
+    /// Run counts and run time of each program; `None` until statistics have been on once, or
+    /// when the kernel refused them (a zero would be a lie).
+    pub fn program_stats(&self) -> Option<RunStatsReport> {
+        if !self.stats_seen {
+            return None;
+        }
         let mut out = Vec::with_capacity(PROGRAM_NAMES.len());
         for (name, program) in self.ebpf.programs() {
             let Some(known) = PROGRAM_NAMES.iter().find(|known| **known == name) else {
@@ -272,7 +336,10 @@ impl CpuProbe {
                 Err(err) => warn!(program = name, error = %err, "reading program info failed"),
             }
         }
-        Some(out)
+        Some(RunStatsReport {
+            enabled: self.stats.is_some(),
+            programs: out,
+        })
     }
 
     /// Forwards kernel-side log records (rare events only) to the agent's log.
@@ -283,13 +350,63 @@ impl CpuProbe {
     }
 }
 
-/// Offset of `task_struct::se.sum_exec_runtime`, the kernel's CPU-time accounting of a task.
-fn runtime_offset() -> Option<u64> {
-    let se = kernel_member_offset("task_struct", "se").ok().flatten()?;
-    let runtime = kernel_member_offset("sched_entity", "sum_exec_runtime")
-        .ok()
-        .flatten()?;
-    Some(se + runtime)
+/// Where the kernel programs find the scheduler's per-task counters in `struct task_struct`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TaskOffsets {
+    pid: u64,
+    /// `se.sum_exec_runtime`.
+    runtime: u64,
+    /// `sched_info.run_delay`.
+    run_delay: u64,
+    /// `throttled` (task-based CFS throttling, 6.18+).
+    throttled: Option<u64>,
+    /// `cgroups`, then `css_set::dfl_cgrp`, `cgroup::kn` and `kernfs_node::id`: the way to a
+    /// task's cgroup v2 id.
+    cgroups: u64,
+    dfl_cgrp: u64,
+    kn: u64,
+    kn_id: u64,
+}
+
+impl TaskOffsets {
+    fn of_running_kernel() -> Result<Self, EbpfError> {
+        Self::from_btf(&kernel_btf()?)
+    }
+
+    fn from_btf(data: &[u8]) -> Result<Self, EbpfError> {
+        let nested = |outer: &str, inner_type: &str, inner: &str| -> Result<Option<u64>, BtfError> {
+            let Some(base) = member_offset(data, "task_struct", outer)? else {
+                return Ok(None);
+            };
+            Ok(member_offset(data, inner_type, inner)?.map(|offset| base + offset))
+        };
+        let required = |offset: Option<u64>, field| offset.ok_or(EbpfError::MissingField { field });
+        let member = |name: &str, member: &str, field| required(member_offset(data, name, member)?, field);
+        let offsets = Self {
+            pid: required(member_offset(data, "task_struct", "pid")?, "task_struct::pid")?,
+            runtime: required(
+                nested("se", "sched_entity", "sum_exec_runtime")?,
+                "task_struct::se.sum_exec_runtime",
+            )?,
+            run_delay: required(
+                nested("sched_info", "sched_info", "run_delay")?,
+                "task_struct::sched_info.run_delay",
+            )?,
+            throttled: member_offset(data, "task_struct", "throttled")?,
+            cgroups: member("task_struct", "cgroups", "task_struct::cgroups")?,
+            dfl_cgrp: member("css_set", "dfl_cgrp", "css_set::dfl_cgrp")?,
+            kn: member("cgroup", "kn", "cgroup::kn")?,
+            kn_id: member("kernfs_node", "id", "kernfs_node::id")?,
+        };
+        info!(
+            pid = offsets.pid,
+            runtime = offsets.runtime,
+            run_delay = offsets.run_delay,
+            throttled = ?offsets.throttled,
+            "task_struct offsets from kernel BTF"
+        );
+        Ok(offsets)
+    }
 }
 
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, EbpfError>
@@ -314,4 +431,31 @@ where
         map: name,
         detail: err.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The running kernel (6.18 in CI) has every field the programs read, throttled included.
+    #[test]
+    fn task_offsets_of_running_kernel() {
+        let offsets = TaskOffsets::of_running_kernel().expect("kernel BTF has the task fields");
+        assert!(offsets.pid > 0 && offsets.runtime > 0 && offsets.run_delay > 0);
+        assert!(offsets.throttled.is_some(), "6.18 flags throttled tasks");
+        let fields = [offsets.pid, offsets.runtime, offsets.run_delay];
+        assert!(fields.iter().all(|f| *f < 16 * 1024), "offsets inside task_struct");
+    }
+
+    #[test]
+    fn sampling_windows_close_each_period() {
+        let s = 1_000_000_000;
+        assert!(!RunStats::Sampled.wanted(0));
+        assert!(!RunStats::Sampled.wanted(54 * s));
+        assert!(RunStats::Sampled.wanted(55 * s));
+        assert!(RunStats::Sampled.wanted(59 * s + s / 2));
+        assert!(!RunStats::Sampled.wanted(60 * s));
+        assert!(RunStats::Sampled.wanted(119 * s));
+        assert!(RunStats::Always.wanted(0) && !RunStats::Off.wanted(55 * s));
+    }
 }

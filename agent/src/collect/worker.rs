@@ -7,20 +7,20 @@ use std::{sync::Arc, time::Duration};
 use tokio::{sync::watch, time::MissedTickBehavior};
 use tracing::warn;
 
-use super::{cpu::CollectError, ebpf::ProgramStats, sample::CpuSnapshot};
+use super::{cpu::CollectError, ebpf::RunStatsReport, sample::CpuSnapshot};
 use crate::state::AgentState;
 
 /// Something that produces snapshots (the real collector, or a scripted one in tests).
 pub trait Collect: Send + 'static {
     fn collect(&mut self, now_ns: u64) -> Result<CpuSnapshot, CollectError>;
-    fn program_stats(&self) -> Option<Vec<ProgramStats>>;
+    fn program_stats(&self) -> Option<RunStatsReport>;
 }
 
 impl Collect for super::cpu::CpuCollector {
     fn collect(&mut self, now_ns: u64) -> Result<CpuSnapshot, CollectError> {
         super::cpu::CpuCollector::collect(self, now_ns)
     }
-    fn program_stats(&self) -> Option<Vec<ProgramStats>> {
+    fn program_stats(&self) -> Option<RunStatsReport> {
         super::cpu::CpuCollector::program_stats(self)
     }
 }
@@ -116,7 +116,7 @@ mod tests {
                 dropped_events: None,
             })
         }
-        fn program_stats(&self) -> Option<Vec<ProgramStats>> {
+        fn program_stats(&self) -> Option<RunStatsReport> {
             None
         }
     }

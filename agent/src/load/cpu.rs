@@ -31,7 +31,8 @@ pub struct CpuRates {
     pub runqueue_latency_p99_seconds: Option<f64>,
     pub voluntary_switches_per_second: Option<f64>,
     pub involuntary_switches_per_second: Option<f64>,
-    pub wakeups_per_second: Option<f64>,
+    /// Waits that ended in the window (each switch-in ends one), per second.
+    pub runqueue_waits_per_second: Option<f64>,
     /// Share of CFS enforcement periods in which the cgroup was throttled (0..=1).
     pub throttled_share: Option<f64>,
     /// Throttled time per second of wall time.
@@ -119,7 +120,7 @@ struct RunqueueWindow {
     wait_ns: u64,
     voluntary: u64,
     involuntary: u64,
-    wakeups: u64,
+    waits: u64,
     hist: [u64; WAIT_HIST_BUCKETS],
 }
 
@@ -129,7 +130,7 @@ impl RunqueueWindow {
             wait_ns: counter_delta(before.runqueue_wait_ns, now.runqueue_wait_ns),
             voluntary: counter_delta(before.voluntary_switches, now.voluntary_switches),
             involuntary: counter_delta(before.involuntary_switches, now.involuntary_switches),
-            wakeups: counter_delta(before.wakeups, now.wakeups),
+            waits: counter_delta(before.runqueue_waits, now.runqueue_waits),
             hist: bucket_deltas(&before.wait_hist, &now.wait_hist),
         }
     }
@@ -169,7 +170,7 @@ fn cgroup_rates(before: &CgroupCpu, now: &CgroupCpu, window_ns: u64) -> Option<C
             .and_then(|w| quantile_seconds(&w.hist, 0.99)),
         voluntary_switches_per_second: runqueue.as_ref().and_then(|w| per_second(w.voluntary)),
         involuntary_switches_per_second: runqueue.as_ref().and_then(|w| per_second(w.involuntary)),
-        wakeups_per_second: runqueue.as_ref().and_then(|w| per_second(w.wakeups)),
+        runqueue_waits_per_second: runqueue.as_ref().and_then(|w| per_second(w.waits)),
         throttled_share: throttle.and_then(|(periods, throttled, _)| {
             (periods > 0).then(|| throttled as f64 / periods as f64)
         }),

@@ -116,10 +116,17 @@ pub fn render(view: &View, self_metrics: &PrometheusHandle) -> String {
             out.sample(&[], dropped as f64);
         }
     }
-    if let Some(stats) = &view.program_stats {
+    if let Some(report) = &view.program_stats {
+        let stats = &report.programs;
+        out.family(
+            "ballast_ebpf_run_stats_enabled",
+            "1 while BPF run-time statistics are being collected (counts below only advance then).",
+            MetricKind::Gauge,
+        );
+        out.sample(&[], if report.enabled { 1.0 } else { 0.0 });
         out.family(
             "ballast_ebpf_program_runs_total",
-            "Runs of each kernel program.",
+            "Runs of each kernel program while run-time statistics were on.",
             MetricKind::Counter,
         );
         for s in stats {
@@ -243,13 +250,6 @@ fn render_containers(out: &mut Exposition, cgroups: &[(Labels, &CgroupCpu)]) {
             }
         }
     }
-    counter_family(
-        out,
-        "ballast_container_cpu_wakeups_total",
-        "Wakeups of the container's tasks.",
-        &with_runqueue,
-        |rq| rq.wakeups as f64,
-    );
     let throttled: Vec<(&Labels, &Throttling)> = cgroups
         .iter()
         .filter_map(|(labels, cpu)| cpu.throttling.as_ref().map(|t| (labels, t)))

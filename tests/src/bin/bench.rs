@@ -40,16 +40,29 @@ fn main() -> Result<()> {
         }
     } else {
         Options {
-            storm_seconds: 5,
-            storm_rounds: 3,
+            storm_seconds: 4,
+            storm_rounds: 5,
             cgroups: 500,
             soak_seconds: 60,
             soak_rounds: 2,
         }
     };
+    // `--only storm` / `--only soak` runs one part (for iterating on one figure).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str);
+    if !matches!(only, None | Some("storm") | Some("soak")) {
+        bail!("--only takes `storm` or `soak`");
+    }
     let mut report = String::new();
-    report.push_str(&storm(&options)?);
-    report.push_str(&soak(&options)?);
+    if only != Some("soak") {
+        report.push_str(&storm(&options)?);
+    }
+    if only != Some("storm") {
+        report.push_str(&soak(&options)?);
+    }
     println!("{report}");
     Ok(())
 }
@@ -98,52 +111,78 @@ fn program_counters(agent: &Agent, program: &str) -> Result<(f64, f64)> {
     Ok((runs, seconds))
 }
 
+/// Kernel programs whose cost is reported.
+const PROGRAMS: [&str; 2] = ["sched_switch", "flush_tick"];
+
+/// One storm with an agent attached: round trips/s, and per program (runs, seconds) deltas.
+fn storm_with_agent(options: &Options, args: &[&str]) -> Result<(f64, Vec<(f64, f64)>)> {
+    let mut all = vec!["--interval", "1s"];
+    all.extend_from_slice(args);
+    let agent = Agent::start(&all)?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let counters = |agent: &Agent| -> Result<Vec<(f64, f64)>> {
+        PROGRAMS.iter().map(|p| program_counters(agent, p)).collect()
+    };
+    let measure_costs = args.contains(&"always");
+    let before = if measure_costs { counters(&agent)? } else { Vec::new() };
+    let rate = pingpong(options.storm_seconds)?;
+    let deltas = if measure_costs {
+        std::thread::sleep(Duration::from_millis(1500));
+        let after = counters(&agent)?;
+        before
+            .iter()
+            .zip(&after)
+            .map(|((r0, s0), (r1, s1))| (r1 - r0, s1 - s0))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    agent.stop()?;
+    Ok((rate, deltas))
+}
+
 fn storm(options: &Options) -> Result<String> {
-    let programs = ["sched_switch", "sched_wakeup", "flush_tick"];
     let mut without = Vec::new();
-    let mut with = Vec::new();
-    let mut per_event: Vec<Vec<f64>> = vec![Vec::new(); programs.len()];
-    let mut events_per_second = Vec::new();
+    let mut sampled = Vec::new();
+    let mut always = Vec::new();
+    let mut per_event: Vec<Vec<f64>> = vec![Vec::new(); PROGRAMS.len()];
+    let mut switches_per_second = Vec::new();
     for _ in 0..options.storm_rounds {
         without.push(pingpong(options.storm_seconds)?);
-        let agent = Agent::start(&["--interval", "1s"])?;
-        std::thread::sleep(Duration::from_millis(1500));
-        let before: Vec<_> = programs
-            .iter()
-            .map(|p| program_counters(&agent, p))
-            .collect::<Result<_>>()?;
-        let started = Instant::now();
-        with.push(pingpong(options.storm_seconds)?);
-        let elapsed = started.elapsed().as_secs_f64();
-        std::thread::sleep(Duration::from_millis(1500));
-        let after: Vec<_> = programs
-            .iter()
-            .map(|p| program_counters(&agent, p))
-            .collect::<Result<_>>()?;
-        for (i, ((runs0, secs0), (runs1, secs1))) in before.iter().zip(&after).enumerate() {
-            let runs = runs1 - runs0;
-            if runs > 0.0 {
-                per_event[i].push((secs1 - secs0) * 1e9 / runs);
-            }
-            if i == 0 {
-                events_per_second.push(runs / elapsed);
+        // Default agent: statistics sampled, and off during this storm (the first window
+        // opens 55 s after start).
+        sampled.push(storm_with_agent(options, &[])?.0);
+        let (rate, deltas) = storm_with_agent(options, &["--bpf-stats", "always"])?;
+        always.push(rate);
+        for (i, (runs, seconds)) in deltas.iter().enumerate() {
+            if *runs > 0.0 {
+                per_event[i].push(seconds * 1e9 / runs);
             }
         }
-        agent.stop()?;
+        if let Some((runs, _)) = deltas.first() {
+            switches_per_second.push(runs / options.storm_seconds as f64);
+        }
     }
-    let (w, a) = (median(&mut without), median(&mut with));
+    let (w, s, a) = (median(&mut without), median(&mut sampled), median(&mut always));
     let mut out = format!(
         "### Kernel cost under a context-switch storm\n\n\
-         pipe ping-pong between two processes pinned to CPU 0, {}x{} s per side, alternating.\n\n\
+         pipe ping-pong between two processes pinned to CPU 0, {} rounds x {} s per side, \
+         alternating: no agent, default agent (run-time statistics sampled, off during the storm), \
+         agent with --bpf-stats always.\n\n\
          | figure | median |\n|---|---|\n\
-         | round trips/s without agent | {w:.0} |\n| round trips/s with agent | {a:.0} |\n\
-         | ratio with/without | {:.3} |\n| sched_switch events/s during storm | {:.0} |\n",
+         | round trips/s without agent | {w:.0} |\n\
+         | round trips/s with agent (default) | {s:.0} |\n\
+         | round trips/s with agent (--bpf-stats always) | {a:.0} |\n\
+         | ratio default / without | {:.3} |\n\
+         | ratio --bpf-stats always / without | {:.3} |\n\
+         | sched_switch events/s during storm | {:.0} |\n",
         options.storm_rounds,
         options.storm_seconds,
+        s / w,
         a / w,
-        median(&mut events_per_second),
+        median(&mut switches_per_second),
     );
-    for (name, costs) in programs.iter().zip(per_event.iter_mut()) {
+    for (name, costs) in PROGRAMS.iter().zip(per_event.iter_mut()) {
         out.push_str(&format!(
             "| {name} ns/event (run_time_ns/run_cnt) | {:.1} |\n",
             median(costs)

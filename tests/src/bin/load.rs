@@ -86,10 +86,10 @@ fn pingpong(seconds: u64, cpu: Option<u64>) -> Result<(), String> {
     pin(cpu)?;
     let mut there = [0i32; 2];
     let mut back = [0i32; 2];
-    // SAFETY: pipe() writes two fds into each valid 2-element array.
-    if unsafe { libc::pipe(there.as_mut_ptr()) } != 0
-        || unsafe { libc::pipe(back.as_mut_ptr()) } != 0
-    {
+    // SAFETY: pipe() writes two fds into a valid 2-element array.
+    let there_failed = unsafe { libc::pipe(there.as_mut_ptr()) } != 0;
+    // SAFETY: as above.
+    if there_failed || unsafe { libc::pipe(back.as_mut_ptr()) } != 0 {
         return Err(format!("pipe: {}", std::io::Error::last_os_error()));
     }
     // SAFETY: the child only uses read/write/_exit on inherited fds (async-signal-safe).
