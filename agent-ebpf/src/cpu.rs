@@ -38,6 +38,11 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use ballast_common::{wait_bucket, CpuCounters, CpuSlot, WaitState};
 
+use crate::task::{
+    cgroup_of, field, global, TASK_PID_OFFSET, TASK_RUNTIME_OFFSET, TASK_RUN_DELAY_OFFSET,
+    TASK_THROTTLED_OFFSET,
+};
+
 /// Bound of live cgroups tracked at once. Entries are allocated on first use (no prealloc) and
 /// user space deletes those of removed cgroups; past the bound, events are counted as dropped.
 const MAX_CGROUPS: u32 = 16_384;
@@ -62,55 +67,6 @@ static THROTTLED_TASKS: HashMap<u64, u64> =
 /// map entirely while it is 0.
 #[map]
 static THROTTLED_COUNT: Array<u64> = Array::with_max_entries(1, 0);
-
-/// Byte offsets in `struct task_struct`, set by user space at load time from the kernel's BTF
-/// (read-only globals, constants to the verifier). A task field that is missing makes user space
-/// refuse to load; `TASK_THROTTLED_OFFSET` alone may be 0 (kernels before 6.18).
-#[unsafe(no_mangle)]
-static TASK_PID_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static TASK_RUNTIME_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static TASK_RUN_DELAY_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static TASK_THROTTLED_OFFSET: u64 = 0;
-/// The path from a task to its cgroup v2 id: `task_struct::cgroups` -> `css_set::dfl_cgrp` ->
-/// `cgroup::kn` -> `kernfs_node::id` (what `bpf_get_current_cgroup_id()` follows, as loads).
-#[unsafe(no_mangle)]
-static TASK_CGROUPS_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static CSS_SET_DFL_CGRP_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static CGROUP_KN_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static KERNFS_NODE_ID_OFFSET: u64 = 0;
-
-/// Value of a loader-patched global.
-#[inline(always)]
-fn global(value: &u64) -> u64 {
-    // SAFETY: a volatile read keeps the compiler from folding the placeholder 0 into the code;
-    // the loader writes the real value before the program is verified.
-    unsafe { core::ptr::read_volatile(value) }
-}
-
-/// A field of the BTF-typed task pointer `task` (a `tp_btf` argument).
-#[inline(always)]
-fn field<T: Copy>(task: u64, offset: u64) -> T {
-    // SAFETY: `task` is a `struct task_struct *` argument of the tracepoint and `offset` a
-    // verifier-known constant taken from the kernel's BTF for a field of type T; the verifier
-    // checks the access against that type and emits a fault-tolerant load.
-    unsafe { core::ptr::read_volatile(task.wrapping_add(offset) as *const T) }
-}
-
-/// The cgroup v2 id of the BTF-typed task pointer `task`. Each step is a BTF-typed pointer load
-/// the verifier checks; the scheduler holds the run-queue lock, so the task's css_set is stable.
-#[inline(always)]
-fn cgroup_of_arg(task: u64) -> u64 {
-    let css_set: u64 = field(task, global(&TASK_CGROUPS_OFFSET));
-    let cgroup: u64 = field(css_set, global(&CSS_SET_DFL_CGRP_OFFSET));
-    let node: u64 = field(cgroup, global(&CGROUP_KN_OFFSET));
-    field(node, global(&KERNFS_NODE_ID_OFFSET))
-}
 
 /// The counters the scheduler keeps for a task.
 #[derive(Clone, Copy)]
@@ -187,7 +143,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
             (true, false) => Switch::Involuntary,
             (false, _) => Switch::Voluntary,
         };
-        let cgroup = cgroup_of_arg(prev);
+        let cgroup = cgroup_of(prev);
         charge_current(ctx, slot, prev, cgroup, TaskClock::of_arg(prev), switch);
         if throttled {
             mark_throttled(prev);

@@ -8,6 +8,8 @@
 #![allow(internal_features)]
 
 mod cpu;
+mod memory;
+mod task;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -6,19 +6,20 @@ use std::collections::BTreeMap;
 use ballast::{
     collect::{
         cgroup::identity::identify,
-        sample::{CgroupCpu, CgroupEntry, CpuSnapshot, Mode, NodeCpu},
+        cgroupfs::memory::MemoryStat,
+        sample::{CgroupCpu, CgroupEntry, CgroupMemory, Mode, NodeCpu, NodeMemory, Snapshot},
     },
     load::cpu::cpu_load,
     serve::metrics::render,
     state::{AgentState, View},
 };
-use ballast_common::CpuCounters;
+use ballast_common::{CpuCounters, MemoryCounters};
 use criterion::{criterion_group, criterion_main, Criterion};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
 const CONTAINERS: u64 = 500;
 
-fn snapshot(at_ns: u64, scale: u64) -> CpuSnapshot {
+fn snapshot(at_ns: u64, scale: u64) -> Snapshot {
     let mut cgroups = BTreeMap::new();
     for i in 0..CONTAINERS {
         let path = format!(
@@ -47,6 +48,24 @@ fn snapshot(at_ns: u64, scale: u64) -> CpuSnapshot {
             CgroupEntry {
                 identity: identify(&path),
                 cpu,
+                memory: CgroupMemory {
+                    reclaim: Some(MemoryCounters {
+                        reclaim_stall_ns: i * scale,
+                        reclaim_stalls: i,
+                        reclaimed_pages: 32 * i,
+                    }),
+                    stat: Some(MemoryStat {
+                        usage_bytes: (i + 1) << 24,
+                        working_set_bytes: (i + 1) << 23,
+                        rss_bytes: (i + 1) << 22,
+                        cache_bytes: (i + 1) << 22,
+                        major_faults: i * scale,
+                        oom_kills: Some(0),
+                        limit_hits: Some(0),
+                        high_events: None,
+                    }),
+                    psi_some_us: Some(i * scale),
+                },
             },
         );
     }
@@ -54,12 +73,17 @@ fn snapshot(at_ns: u64, scale: u64) -> CpuSnapshot {
         on_cpu_ns: 1_000_000_000 * scale,
         runqueue: Some(CpuCounters::default()),
     };
-    CpuSnapshot {
+    Snapshot {
         at_ns,
         mode: Mode::Ebpf,
         cpus: 16,
         cgroups,
         node,
+        memory_mode: Mode::Ebpf,
+        node_memory: NodeMemory {
+            total_bytes: Some(64 << 30),
+            reclaim: Some(MemoryCounters::default()),
+        },
         dropped_events: Some(0),
     }
 }

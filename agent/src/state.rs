@@ -4,14 +4,14 @@
 use std::sync::RwLock;
 
 use crate::{
-    collect::{ebpf::RunStatsReport, sample::CpuSnapshot, sample::Mode},
+    collect::{ebpf::RunStatsReport, sample::Snapshot, sample::Mode},
     load::cpu::{cpu_load, CpuLoad},
 };
 
 /// One consistent view, swapped whole under the lock so readers never see half an update.
 #[derive(Clone, Debug, Default)]
 pub struct View {
-    pub snapshot: Option<CpuSnapshot>,
+    pub snapshot: Option<Snapshot>,
     pub load: Option<CpuLoad>,
     pub program_stats: Option<RunStatsReport>,
     /// Collections that failed since start (the previous view stays published).
@@ -22,6 +22,8 @@ pub struct View {
 pub struct AgentState {
     pub node_name: String,
     pub cpu_mode: Mode,
+    /// How memory pressure is measured (set once the collector is up).
+    pub memory_mode: Mode,
     pub fallback_reason: Option<String>,
     /// Whether run-queue wait excludes throttled time (`None` when wait is not measured).
     pub wait_excludes_throttling: Option<bool>,
@@ -39,6 +41,7 @@ impl AgentState {
         Self {
             node_name,
             cpu_mode,
+            memory_mode: Mode::Unavailable,
             fallback_reason,
             wait_excludes_throttling: None,
             interval_seconds,
@@ -47,7 +50,7 @@ impl AgentState {
     }
 
     /// Publishes a new snapshot; the load is computed against the previous one.
-    pub fn publish(&self, snapshot: CpuSnapshot, program_stats: Option<RunStatsReport>) {
+    pub fn publish(&self, snapshot: Snapshot, program_stats: Option<RunStatsReport>) {
         let mut view = self
             .view
             .write()

@@ -82,7 +82,8 @@ pub struct TestCgroup {
     /// Path relative to the cgroup v2 mount, as the agent labels it.
     pub path: String,
     pub v2_dir: PathBuf,
-    v1_cpu_dir: Option<PathBuf>,
+    /// v1 cgroups of the same relative path the processes also join (hybrid hosts).
+    v1_dirs: Vec<PathBuf>,
     children: Vec<Child>,
 }
 
@@ -102,7 +103,7 @@ impl TestCgroup {
         Ok(Self {
             path,
             v2_dir,
-            v1_cpu_dir: None,
+            v1_dirs: Vec::new(),
             children: Vec::new(),
         })
     }
@@ -111,21 +112,43 @@ impl TestCgroup {
     /// CFS quota (hybrid hosts keep the cpu controller in v1). Requires the test process's own
     /// v1 cpu cgroup to have the same path as its v2 one, as on this machine kind.
     pub fn with_v1_cpu_quota(mut self, quota_us: u64, period_us: u64) -> Result<Self> {
-        let mounts = hierarchy::read_mounts()?;
-        let cpu_root = mounts
-            .v1_mount("cpu")
-            .ok_or_else(|| anyhow!("no v1 cpu controller mounted; this test needs a hybrid host"))?
-            .to_path_buf();
-        let own_v1 = own_v1_path("cpu")?;
-        if own_v1 != own_v2_path()? {
-            bail!("own v1 cpu cgroup {own_v1} differs from the v2 one; cannot mirror paths");
-        }
-        let dir = cpu_root.join(self.path.trim_start_matches('/'));
-        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        self.v1_cpu_dir = Some(dir.clone());
+        let dir = self.v1_child("cpu", true)?;
         std::fs::write(dir.join("cpu.cfs_period_us"), period_us.to_string())?;
         std::fs::write(dir.join("cpu.cfs_quota_us"), quota_us.to_string())?;
         Ok(self)
+    }
+
+    /// Also puts the cgroup's processes into a v1 `memory` cgroup with a limit (hybrid hosts keep
+    /// the memory controller in v1), created beneath the test process's own v1 memory cgroup;
+    /// its path mirrors the v2 one only where those two coincide.
+    pub fn with_v1_memory_limit(mut self, bytes: u64) -> Result<Self> {
+        let dir = self.v1_child("memory", false)?;
+        std::fs::write(dir.join("memory.limit_in_bytes"), bytes.to_string())?;
+        Ok(self)
+    }
+
+    /// Creates a v1 `controller` cgroup beneath the test process's own, named like this one;
+    /// `mirror` requires it to have the same relative path as the v2 cgroup (so the agent finds
+    /// it the way it finds a kubelet's).
+    fn v1_child(&mut self, controller: &str, mirror: bool) -> Result<PathBuf> {
+        let mounts = hierarchy::read_mounts()?;
+        let root = mounts
+            .v1_mount(controller)
+            .ok_or_else(|| {
+                anyhow!("no v1 {controller} controller mounted; this test needs a hybrid host")
+            })?
+            .to_path_buf();
+        let own_v1 = own_v1_path(controller)?;
+        if mirror && own_v1 != own_v2_path()? {
+            bail!("own v1 {controller} cgroup {own_v1} differs from the v2 one; cannot mirror paths");
+        }
+        let name = self.path.rsplit('/').next().unwrap_or_default();
+        let dir = root
+            .join(own_v1.trim_start_matches('/'))
+            .join(name);
+        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        self.v1_dirs.push(dir.clone());
+        Ok(dir)
     }
 
     /// The cgroup id the kernel programs see: the v2 directory's inode number.
@@ -147,7 +170,7 @@ impl TestCgroup {
                 .into_os_string()
                 .into_encoded_bytes(),
         )?];
-        if let Some(v1) = &self.v1_cpu_dir {
+        for v1 in &self.v1_dirs {
             procs.push(CString::new(
                 v1.join("cgroup.procs")
                     .into_os_string()
@@ -205,7 +228,7 @@ impl TestCgroup {
 impl Drop for TestCgroup {
     fn drop(&mut self) {
         self.stop_processes();
-        for dir in self.v1_cpu_dir.iter().chain(std::iter::once(&self.v2_dir)) {
+        for dir in self.v1_dirs.iter().chain(std::iter::once(&self.v2_dir)) {
             // A cgroup can only be removed once the kernel has finished moving its dead tasks out.
             let deadline = Instant::now() + Duration::from_secs(5);
             while std::fs::remove_dir(dir).is_err() && dir.exists() && Instant::now() < deadline {

@@ -82,6 +82,27 @@ impl CpuCounters {
     }
 }
 
+/// Per-cgroup memory-reclaim counters, one copy per CPU (a per-CPU hash keyed by cgroup v2 id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryCounters {
+    /// Time the cgroup's tasks spent stalled in direct or memcg (limit) reclaim, ns.
+    pub reclaim_stall_ns: u64,
+    /// Completed reclaim stalls.
+    pub reclaim_stalls: u64,
+    /// Pages those stalls reclaimed.
+    pub reclaimed_pages: u64,
+}
+
+impl MemoryCounters {
+    /// Adds another CPU's copy into this one.
+    pub fn accumulate(&mut self, other: &MemoryCounters) {
+        self.reclaim_stall_ns = self.reclaim_stall_ns.wrapping_add(other.reclaim_stall_ns);
+        self.reclaim_stalls = self.reclaim_stalls.wrapping_add(other.reclaim_stalls);
+        self.reclaimed_pages = self.reclaimed_pages.wrapping_add(other.reclaimed_pages);
+    }
+}
+
 /// Whether the wait that preceded the current task's run on a CPU is still to be counted.
 #[repr(u64)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +149,8 @@ mod pod {
     unsafe impl aya::Pod for super::CpuCounters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::CpuSlot {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MemoryCounters {}
 }
 
 #[cfg(test)]

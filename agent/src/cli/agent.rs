@@ -10,7 +10,7 @@ use tracing::info;
 
 use crate::{
     collect::{
-        cpu::{CpuCollector, CpuOptions},
+        collector::{CollectOptions, Collector},
         ebpf::RunStats,
         worker::{self, monotonic_ns},
     },
@@ -42,6 +42,10 @@ pub struct AgentArgs {
     /// How often the cgroup hierarchy is walked to notice removed cgroups.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub rescan_interval: Duration,
+    /// How often memory figures (working set, RSS, page cache, faults, OOM kills, PSI) are read
+    /// from cgroupfs; reclaim stalls are measured in the kernel continuously.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub memory_interval: Duration,
     /// Name of this node (the Downward API sets NODE_NAME in a DaemonSet).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
@@ -109,13 +113,14 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder failed")?;
-    let options = CpuOptions {
+    let options = CollectOptions {
         no_ebpf: args.no_ebpf,
         tick_hz: args.tick_hz,
         run_stats: args.bpf_stats,
         rescan_interval_ns: u64::try_from(args.rescan_interval.as_nanos()).unwrap_or(u64::MAX),
+        memory_interval_ns: u64::try_from(args.memory_interval.as_nanos()).unwrap_or(u64::MAX),
     };
-    let collector = CpuCollector::new(&options).context("starting the CPU collector failed")?;
+    let collector = Collector::new(&options).context("starting the CPU collector failed")?;
     let mut state = AgentState::new(
         node_name,
         collector.mode(),
@@ -123,6 +128,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         args.interval.as_secs_f64(),
     );
     state.wait_excludes_throttling = collector.wait_excludes_throttling();
+    state.memory_mode = collector.memory_mode();
     let state = Arc::new(state);
     serve::metrics::describe_self_metrics(&state);
 

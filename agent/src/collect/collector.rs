@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use ballast_common::CpuCounters;
+use ballast_common::{CpuCounters, MemoryCounters};
 use thiserror::Error;
 use tracing::{info, warn};
 
@@ -20,14 +20,18 @@ use super::{
         hierarchy::{self, CgroupTree, HierarchyError, Mounts},
         identity::{identify, Identity},
     },
-    cgroupfs::{self, Throttling},
-    ebpf::{CpuProbe, EbpfError, RunStats, RunStatsReport},
-    sample::{CgroupCpu, CgroupEntry, CpuSnapshot, Mode, NodeCpu},
+    cgroupfs::{
+        self,
+        memory::{self, MemorySource},
+        Throttling,
+    },
+    ebpf::{KernelProbe, EbpfError, RunStats, RunStatsReport},
+    sample::{CgroupCpu, CgroupEntry, CgroupMemory, Mode, NodeCpu, NodeMemory, Snapshot},
 };
 
 /// How the collector should run.
 #[derive(Clone, Debug)]
-pub struct CpuOptions {
+pub struct CollectOptions {
     /// Skip the kernel programs and read cgroupfs only.
     pub no_ebpf: bool,
     /// Frequency of the per-CPU flush tick, Hz.
@@ -36,15 +40,19 @@ pub struct CpuOptions {
     pub run_stats: RunStats,
     /// How often the hierarchy is walked even when no unknown id shows up, ns.
     pub rescan_interval_ns: u64,
+    /// How often memory figures are read from cgroupfs, ns (they change slowly and cost a few
+    /// file reads per cgroup).
+    pub memory_interval_ns: u64,
 }
 
-impl Default for CpuOptions {
+impl Default for CollectOptions {
     fn default() -> Self {
         Self {
             no_ebpf: false,
             tick_hz: 10,
             run_stats: RunStats::Sampled,
             rescan_interval_ns: 10_000_000_000,
+            memory_interval_ns: 10_000_000_000,
         }
     }
 }
@@ -60,7 +68,7 @@ pub enum CollectError {
 }
 
 enum Source {
-    Ebpf(Box<CpuProbe>),
+    Ebpf(Box<KernelProbe>),
     Cgroupfs,
 }
 
@@ -76,9 +84,19 @@ enum ThrottleSource {
 struct Known {
     identity: Identity,
     throttle: Option<ThrottleSource>,
+    memory: Option<MemorySource>,
+    /// Its cgroup v2 directory (PSI files live there in every layout).
+    v2_dir: PathBuf,
 }
 
-pub struct CpuCollector {
+/// The memory figures of the last cgroupfs read, by cgroup id.
+#[derive(Debug, Default)]
+struct MemoryReads {
+    at_ns: Option<u64>,
+    figures: HashMap<u64, CgroupMemory>,
+}
+
+pub struct Collector {
     source: Source,
     /// Why the kernel programs are not used, when they are not.
     fallback_reason: Option<String>,
@@ -90,28 +108,32 @@ pub struct CpuCollector {
     rescan_interval_ns: u64,
     /// Counts of removed cgroups, so node totals never go backwards.
     retired: NodeCpu,
+    retired_memory: MemoryCounters,
+    memory_reads: MemoryReads,
+    memory_interval_ns: u64,
+    memory_total_bytes: Option<u64>,
     cpus: u32,
 }
 
-impl std::fmt::Debug for CpuCollector {
+impl std::fmt::Debug for Collector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CpuCollector")
+        f.debug_struct("Collector")
             .field("mode", &self.mode())
             .field("cgroups", &self.known.len())
             .finish()
     }
 }
 
-impl CpuCollector {
+impl Collector {
     /// Finds the cgroup v2 hierarchy and attaches the kernel programs, falling back to cgroupfs
     /// (and saying why) when they cannot run.
-    pub fn new(options: &CpuOptions) -> Result<Self, CollectError> {
+    pub fn new(options: &CollectOptions) -> Result<Self, CollectError> {
         let mounts = hierarchy::read_mounts()?;
         let v2_root = mounts.v2_root()?.to_path_buf();
         let (source, fallback_reason) = if options.no_ebpf {
             (Source::Cgroupfs, Some("disabled by --no-ebpf".to_string()))
         } else {
-            match CpuProbe::attach(options.tick_hz, options.run_stats) {
+            match KernelProbe::attach(options.tick_hz, options.run_stats) {
                 Ok(probe) => (Source::Ebpf(Box::new(probe)), None),
                 Err(err) => (Source::Cgroupfs, Some(err.to_string())),
             }
@@ -143,8 +165,20 @@ impl CpuCollector {
             last_scan_ns: None,
             rescan_interval_ns: options.rescan_interval_ns,
             retired: NodeCpu::default(),
+            retired_memory: MemoryCounters::default(),
+            memory_reads: MemoryReads::default(),
+            memory_interval_ns: options.memory_interval_ns,
+            memory_total_bytes: memory_total_bytes(),
             cpus,
         })
+    }
+
+    /// How memory pressure is measured: `Ebpf` when reclaim stalls are traced.
+    pub fn memory_mode(&self) -> Mode {
+        match &self.source {
+            Source::Ebpf(probe) if probe.traces_memory() => Mode::Ebpf,
+            _ => Mode::Cgroupfs,
+        }
     }
 
     pub fn mode(&self) -> Mode {
@@ -179,7 +213,7 @@ impl CpuCollector {
     }
 
     /// One collection at `now_ns` (CLOCK_MONOTONIC).
-    pub fn collect(&mut self, now_ns: u64) -> Result<CpuSnapshot, CollectError> {
+    pub fn collect(&mut self, now_ns: u64) -> Result<Snapshot, CollectError> {
         if self
             .last_scan_ns
             .is_none_or(|last| now_ns.saturating_sub(last) >= self.rescan_interval_ns)
@@ -208,28 +242,36 @@ impl CpuCollector {
         if !self.known.contains_key(&id) {
             let path = self.tree.path_of(id)?.to_string();
             let throttle = throttle_source(&self.mounts, &self.v2_root, &path);
+            let v2_dir = join_cgroup(&self.v2_root, &path);
+            let memory = memory::source(&v2_dir, hierarchy::v1_dir(&self.mounts, "memory", &path));
             self.known.insert(
                 id,
                 Known {
                     identity: identify(&path),
                     throttle,
+                    memory,
+                    v2_dir,
                 },
             );
         }
         self.known.get(&id)
     }
 
-    fn collect_ebpf(&mut self, now_ns: u64) -> Result<CpuSnapshot, CollectError> {
-        let (mut counters, dropped_events) = match &mut self.source {
+    fn collect_ebpf(&mut self, now_ns: u64) -> Result<Snapshot, CollectError> {
+        let (mut counters, reclaim, dropped_events) = match &mut self.source {
             Source::Ebpf(probe) => {
                 probe.flush_kernel_log();
-                (probe.read_cgroups()?, probe.dropped_events()?)
+                (
+                    probe.read_cgroups()?,
+                    probe.read_memory()?,
+                    probe.dropped_events()?,
+                )
             }
             Source::Cgroupfs => return Ok(self.collect_cgroupfs(now_ns)),
         };
-        if counters
-            .iter()
-            .any(|(id, _)| self.tree.path_of(*id).is_none())
+        let unknown = |id: &u64| self.tree.path_of(*id).is_none();
+        if counters.iter().any(|(id, _)| unknown(id))
+            || reclaim.iter().flatten().any(|(id, _)| unknown(id))
         {
             self.rescan(now_ns)?;
         }
@@ -237,13 +279,25 @@ impl CpuCollector {
         let (gone, live): (Vec<_>, Vec<_>) = counters
             .drain(..)
             .partition(|(id, _)| self.tree.path_of(*id).is_none());
-        if !gone.is_empty() {
-            let ids: Vec<u64> = gone.iter().map(|(id, _)| *id).collect();
-            if let Source::Ebpf(probe) = &mut self.source {
-                probe.remove_cgroups(&ids)?;
+        let mut gone_ids: Vec<u64> = gone.iter().map(|(id, _)| *id).collect();
+        for (_, c) in &gone {
+            retire(&mut self.retired, c);
+        }
+        let reclaim = reclaim.map(|entries| {
+            let mut live = HashMap::with_capacity(entries.len());
+            for (id, c) in entries {
+                if self.tree.path_of(id).is_some() {
+                    live.insert(id, c);
+                } else {
+                    self.retired_memory.accumulate(&c);
+                    gone_ids.push(id);
+                }
             }
-            for (_, c) in &gone {
-                retire(&mut self.retired, c);
+            live
+        });
+        if !gone_ids.is_empty() {
+            if let Source::Ebpf(probe) = &mut self.source {
+                probe.remove_cgroups(&gone_ids)?;
             }
         }
         let mut node = NodeCpu {
@@ -261,12 +315,29 @@ impl CpuCollector {
             };
             cgroups.insert(id, entry(known, c.on_cpu_ns, Some(c), None));
         }
-        Ok(CpuSnapshot {
+        let node_reclaim = reclaim.as_ref().map(|live| {
+            let mut total = self.retired_memory;
+            for c in live.values() {
+                total.accumulate(c);
+            }
+            total
+        });
+        self.add_memory(&mut cgroups, reclaim.as_ref(), now_ns);
+        Ok(Snapshot {
             at_ns: now_ns,
             mode: Mode::Ebpf,
             cpus: self.cpus,
             cgroups,
             node,
+            memory_mode: if reclaim.is_some() {
+                Mode::Ebpf
+            } else {
+                Mode::Cgroupfs
+            },
+            node_memory: NodeMemory {
+                total_bytes: self.memory_total_bytes,
+                reclaim: node_reclaim,
+            },
             dropped_events: Some(dropped_events),
         })
     }
@@ -274,7 +345,7 @@ impl CpuCollector {
     /// cgroupfs mode: `cpu.stat` usage is hierarchical, so a cgroup's own time is its usage minus
     /// its children's; that keeps the figures comparable with the kernel programs', which charge
     /// the cgroup a task runs in.
-    fn collect_cgroupfs(&mut self, now_ns: u64) -> CpuSnapshot {
+    fn collect_cgroupfs(&mut self, now_ns: u64) -> Snapshot {
         let mut usage: HashMap<u64, (u64, Option<u64>)> = HashMap::with_capacity(self.tree.len());
         for id in self.tree.ids().collect::<Vec<_>>() {
             let Some(path) = self.tree.path_of(id) else {
@@ -323,13 +394,80 @@ impl CpuCollector {
             };
             cgroups.insert(id, entry(known, own_ns, None, psi));
         }
-        CpuSnapshot {
+        self.add_memory(&mut cgroups, None, now_ns);
+        Snapshot {
             at_ns: now_ns,
             mode: Mode::Cgroupfs,
             cpus: self.cpus,
             cgroups,
             node,
+            memory_mode: Mode::Cgroupfs,
+            node_memory: NodeMemory {
+                total_bytes: self.memory_total_bytes,
+                reclaim: None,
+            },
             dropped_events: None,
+        }
+    }
+}
+
+impl Collector {
+    /// Fills in the entries' memory figures: reclaim stalls from the kernel programs (`Some`
+    /// when traced: a cgroup without an entry stalled 0 ns), the rest from the last cgroupfs
+    /// read, which is renewed every `memory_interval_ns`.
+    fn add_memory(
+        &mut self,
+        cgroups: &mut BTreeMap<u64, CgroupEntry>,
+        reclaim: Option<&HashMap<u64, MemoryCounters>>,
+        now_ns: u64,
+    ) {
+        let due = self
+            .memory_reads
+            .at_ns
+            .is_none_or(|at| now_ns.saturating_sub(at) >= self.memory_interval_ns);
+        if due {
+            let mut figures = HashMap::with_capacity(cgroups.len());
+            for id in cgroups.keys() {
+                if let Some(known) = self.known.get(id) {
+                    figures.insert(*id, read_memory(known));
+                }
+            }
+            self.memory_reads = MemoryReads {
+                at_ns: Some(now_ns),
+                figures,
+            };
+        }
+        for (id, entry) in cgroups.iter_mut() {
+            let mut memory = self.memory_reads.figures.get(id).cloned().unwrap_or_default();
+            memory.reclaim = reclaim.map(|live| live.get(id).copied().unwrap_or_default());
+            entry.memory = memory;
+        }
+    }
+}
+
+/// A cgroup's memory figures from cgroupfs (absent where unreadable: never zeros).
+fn read_memory(known: &Known) -> CgroupMemory {
+    CgroupMemory {
+        reclaim: None,
+        stat: known
+            .memory
+            .as_ref()
+            .and_then(|source| memory::read_stat(source).ok()),
+        psi_some_us: cgroupfs::read_psi(&known.v2_dir.join("memory.pressure"))
+            .ok()
+            .flatten()
+            .map(|p| p.some.total_us),
+    }
+}
+
+/// `MemTotal` of /proc/meminfo, bytes.
+fn memory_total_bytes() -> Option<u64> {
+    use procfs::Current;
+    match procfs::Meminfo::current() {
+        Ok(meminfo) => Some(meminfo.mem_total),
+        Err(error) => {
+            warn!(error = %error, "reading /proc/meminfo failed: node memory utilisation unavailable");
+            None
         }
     }
 }
@@ -350,6 +488,7 @@ fn entry(
             psi_some_us,
             throttling,
         },
+        memory: CgroupMemory::default(),
     }
 }
 

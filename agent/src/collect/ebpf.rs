@@ -16,7 +16,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use aya_log::EbpfLogger;
-use ballast_common::{CpuCounters, CpuSlot};
+use ballast_common::{CpuCounters, CpuSlot, MemoryCounters};
 use thiserror::Error;
 
 use super::btf::{kernel_btf, member_offset, BtfError};
@@ -26,8 +26,22 @@ use tracing::{debug, info, warn};
 const SWITCH_PROGRAM: &str = "sched_switch";
 /// The per-CPU flush tick.
 const TICK_PROGRAM: &str = "flush_tick";
+/// The reclaim programs and their tracepoints (BTF-typed).
+const MEMORY_PROGRAMS: [(&str, &str); 4] = [
+    ("direct_reclaim_begin", "mm_vmscan_direct_reclaim_begin"),
+    ("direct_reclaim_end", "mm_vmscan_direct_reclaim_end"),
+    ("memcg_reclaim_begin", "mm_vmscan_memcg_reclaim_begin"),
+    ("memcg_reclaim_end", "mm_vmscan_memcg_reclaim_end"),
+];
 /// Names of every program, as exported in `ballast_ebpf_program_*{program}`.
-pub const PROGRAM_NAMES: [&str; 2] = [SWITCH_PROGRAM, TICK_PROGRAM];
+pub const PROGRAM_NAMES: [&str; 6] = [
+    SWITCH_PROGRAM,
+    TICK_PROGRAM,
+    MEMORY_PROGRAMS[0].0,
+    MEMORY_PROGRAMS[1].0,
+    MEMORY_PROGRAMS[2].0,
+    MEMORY_PROGRAMS[3].0,
+];
 
 /// When the kernel's BPF run-time statistics (`kernel.bpf_stats_enabled`) are on.
 ///
@@ -128,11 +142,19 @@ pub struct ProgramStats {
     pub run_time_ns: u64,
 }
 
-/// The attached CPU programs and their maps. Dropping it detaches everything.
-pub struct CpuProbe {
+/// The reclaim programs' maps, when they could be attached.
+struct MemoryMaps {
+    cgroups: PerCpuHashMap<MapData, u64, MemoryCounters>,
+    dropped: PerCpuArray<MapData, u64>,
+}
+
+/// The attached kernel programs and their maps. Dropping it detaches everything.
+pub struct KernelProbe {
     ebpf: Ebpf,
     cgroup_cpu: PerCpuHashMap<MapData, u64, CpuCounters>,
     cpu_slot: PerCpuArray<MapData, CpuSlot>,
+    /// `None` when the reclaim tracepoints could not be used (the reason is logged).
+    memory: Option<MemoryMaps>,
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
     run_stats: RunStats,
     /// Keeps run-time statistics enabled while it is held.
@@ -147,15 +169,15 @@ pub struct CpuProbe {
     throttle_aware: bool,
 }
 
-impl std::fmt::Debug for CpuProbe {
+impl std::fmt::Debug for KernelProbe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CpuProbe")
+        f.debug_struct("KernelProbe")
             .field("run_time_stats", &self.stats.is_some())
             .finish()
     }
 }
 
-impl CpuProbe {
+impl KernelProbe {
     /// Loads the object, attaches the scheduler program and a flush tick of `tick_hz` per CPU.
     pub fn attach(tick_hz: u64, run_stats: RunStats) -> Result<Self, EbpfError> {
         if !Path::new("/sys/kernel/btf/vmlinux").exists() {
@@ -206,8 +228,19 @@ impl CpuProbe {
             source,
         };
         switch.load(SWITCH_PROGRAM, &btf).map_err(wrap)?;
-        drop(btf);
         switch.attach().map_err(wrap)?;
+        // Memory is optional: the CPU signal stands on its own if reclaim cannot be traced.
+        let memory = match attach_memory(&mut ebpf, &btf) {
+            Ok(()) => Some(MemoryMaps {
+                cgroups: take_map(&mut ebpf, "CGROUP_MEMORY")?,
+                dropped: take_map(&mut ebpf, "MEMORY_DROPPED")?,
+            }),
+            Err(err) => {
+                warn!(signal = "memory", error = %err, "reclaim stalls cannot be traced");
+                None
+            }
+        };
+        drop(btf);
         let tick: &mut PerfEvent = program_mut(&mut ebpf, TICK_PROGRAM)?;
         let wrap = |source| EbpfError::Program {
             program: TICK_PROGRAM,
@@ -232,6 +265,7 @@ impl CpuProbe {
             ebpf,
             cgroup_cpu,
             cpu_slot,
+            memory,
             logger,
             run_stats,
             stats: None,
@@ -288,17 +322,37 @@ impl CpuProbe {
         Ok(out)
     }
 
+    /// True when reclaim stalls are traced.
+    pub fn traces_memory(&self) -> bool {
+        self.memory.is_some()
+    }
+
+    /// Every cgroup's reclaim counters, summed over CPUs; `None` when reclaim is not traced.
+    pub fn read_memory(&self) -> Result<Option<Vec<(u64, MemoryCounters)>>, EbpfError> {
+        let Some(memory) = &self.memory else {
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(64);
+        for entry in memory.cgroups.iter() {
+            let (cgroup, per_cpu) = entry.map_err(|source| EbpfError::MapRead {
+                map: "CGROUP_MEMORY",
+                source,
+            })?;
+            let mut total = MemoryCounters::default();
+            for value in per_cpu.iter() {
+                total.accumulate(value);
+            }
+            out.push((cgroup, total));
+        }
+        Ok(Some(out))
+    }
+
     /// Forgets removed cgroups. A key that is already gone is not an error.
     pub fn remove_cgroups(&mut self, ids: &[u64]) -> Result<(), EbpfError> {
         for id in ids {
-            match self.cgroup_cpu.remove(id) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(source) => {
-                    return Err(EbpfError::MapRead {
-                        map: "CGROUP_CPU",
-                        source,
-                    })
-                }
+            remove_key(&mut self.cgroup_cpu, id, "CGROUP_CPU")?;
+            if let Some(memory) = self.memory.as_mut() {
+                remove_key(&mut memory.cgroups, id, "CGROUP_MEMORY")?;
             }
         }
         Ok(())
@@ -313,7 +367,20 @@ impl CpuProbe {
                 map: "CPU_SLOT",
                 source,
             })?;
-        Ok(per_cpu.iter().map(|slot| slot.dropped_events).sum())
+        let cpu: u64 = per_cpu.iter().map(|slot| slot.dropped_events).sum();
+        let memory: u64 = match &self.memory {
+            Some(memory) => memory
+                .dropped
+                .get(&0, 0)
+                .map_err(|source| EbpfError::MapRead {
+                    map: "MEMORY_DROPPED",
+                    source,
+                })?
+                .iter()
+                .sum(),
+            None => 0,
+        };
+        Ok(cpu.wrapping_add(memory))
     }
 
     /// Run counts and run time of each program; `None` until statistics have been on once, or
@@ -406,6 +473,32 @@ impl TaskOffsets {
             "task_struct offsets from kernel BTF"
         );
         Ok(offsets)
+    }
+}
+
+/// Loads and attaches the reclaim programs.
+fn attach_memory(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), EbpfError> {
+    for (name, tracepoint) in MEMORY_PROGRAMS {
+        let program: &mut BtfTracePoint = program_mut(ebpf, name)?;
+        let wrap = |source| EbpfError::Program {
+            program: name,
+            source,
+        };
+        program.load(tracepoint, btf).map_err(wrap)?;
+        program.attach().map_err(wrap)?;
+    }
+    Ok(())
+}
+
+/// Removes `key` from a per-CPU hash; a key that is already gone is not an error.
+fn remove_key<V: aya::Pod>(
+    map: &mut PerCpuHashMap<MapData, u64, V>,
+    key: &u64,
+    name: &'static str,
+) -> Result<(), EbpfError> {
+    match map.remove(key) {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(source) => Err(EbpfError::MapRead { map: name, source }),
     }
 }
 

@@ -3,7 +3,7 @@
 pub mod btf;
 pub mod cgroup;
 pub mod cgroupfs;
-pub mod cpu;
+pub mod collector;
 pub mod ebpf;
 pub mod sample;
 pub mod worker;

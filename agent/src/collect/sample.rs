@@ -3,10 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use ballast_common::CpuCounters;
+use ballast_common::{CpuCounters, MemoryCounters};
 use serde::{Deserialize, Serialize};
 
-use super::{cgroup::identity::Identity, cgroupfs::Throttling};
+use super::{
+    cgroup::identity::Identity,
+    cgroupfs::{memory::MemoryStat, Throttling},
+};
 
 /// How a signal is measured right now. `Unavailable` signals are absent from the output, never
 /// reported as zero.
@@ -43,11 +46,32 @@ pub struct CgroupCpu {
     pub throttling: Option<Throttling>,
 }
 
+/// Memory figures of one cgroup.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CgroupMemory {
+    /// Reclaim stalls of its tasks, measured by the kernel programs (cumulative).
+    pub reclaim: Option<MemoryCounters>,
+    /// cgroupfs figures, from the last memory read (they are read less often than CPU).
+    pub stat: Option<MemoryStat>,
+    /// PSI `memory.pressure` "some" total, µs.
+    pub psi_some_us: Option<u64>,
+}
+
 /// One cgroup in a snapshot.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CgroupEntry {
     pub identity: Identity,
     pub cpu: CgroupCpu,
+    pub memory: CgroupMemory,
+}
+
+/// Node-wide memory figures.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeMemory {
+    /// `MemTotal` of /proc/meminfo.
+    pub total_bytes: Option<u64>,
+    /// Reclaim stalls of every cgroup, removed ones included (cumulative; eBPF mode only).
+    pub reclaim: Option<MemoryCounters>,
 }
 
 /// Node-wide cumulative figures. They include cgroups that no longer exist, so they only grow.
@@ -59,7 +83,7 @@ pub struct NodeCpu {
 
 /// Everything one collection saw.
 #[derive(Clone, Debug, PartialEq)]
-pub struct CpuSnapshot {
+pub struct Snapshot {
     /// CLOCK_MONOTONIC when the maps were read, ns.
     pub at_ns: u64,
     pub mode: Mode,
@@ -67,6 +91,9 @@ pub struct CpuSnapshot {
     pub cpus: u32,
     pub cgroups: BTreeMap<u64, CgroupEntry>,
     pub node: NodeCpu,
+    /// How memory is measured: `Ebpf` when reclaim stalls are traced, else `Cgroupfs`.
+    pub memory_mode: Mode,
+    pub node_memory: NodeMemory,
     /// Kernel events not counted because the cgroup map was full (eBPF mode only).
     pub dropped_events: Option<u64>,
 }

@@ -7,21 +7,21 @@ use std::{sync::Arc, time::Duration};
 use tokio::{sync::watch, time::MissedTickBehavior};
 use tracing::warn;
 
-use super::{cpu::CollectError, ebpf::RunStatsReport, sample::CpuSnapshot};
+use super::{collector::CollectError, ebpf::RunStatsReport, sample::Snapshot};
 use crate::state::AgentState;
 
 /// Something that produces snapshots (the real collector, or a scripted one in tests).
 pub trait Collect: Send + 'static {
-    fn collect(&mut self, now_ns: u64) -> Result<CpuSnapshot, CollectError>;
+    fn collect(&mut self, now_ns: u64) -> Result<Snapshot, CollectError>;
     fn program_stats(&self) -> Option<RunStatsReport>;
 }
 
-impl Collect for super::cpu::CpuCollector {
-    fn collect(&mut self, now_ns: u64) -> Result<CpuSnapshot, CollectError> {
-        super::cpu::CpuCollector::collect(self, now_ns)
+impl Collect for super::collector::Collector {
+    fn collect(&mut self, now_ns: u64) -> Result<Snapshot, CollectError> {
+        super::collector::Collector::collect(self, now_ns)
     }
     fn program_stats(&self) -> Option<RunStatsReport> {
-        super::cpu::CpuCollector::program_stats(self)
+        super::collector::Collector::program_stats(self)
     }
 }
 
@@ -86,7 +86,7 @@ mod tests {
     use std::{collections::BTreeMap, sync::OnceLock};
 
     use super::*;
-    use crate::collect::sample::{Mode, NodeCpu};
+    use crate::collect::sample::{Mode, NodeCpu, NodeMemory};
 
     static START: OnceLock<tokio::time::Instant> = OnceLock::new();
 
@@ -102,9 +102,9 @@ mod tests {
     }
 
     impl Collect for OneCore {
-        fn collect(&mut self, now_ns: u64) -> Result<CpuSnapshot, CollectError> {
+        fn collect(&mut self, now_ns: u64) -> Result<Snapshot, CollectError> {
             self.collections += 1;
-            Ok(CpuSnapshot {
+            Ok(Snapshot {
                 at_ns: now_ns,
                 mode: Mode::Cgroupfs,
                 cpus: 2,
@@ -113,6 +113,8 @@ mod tests {
                     on_cpu_ns: now_ns,
                     runqueue: None,
                 },
+                memory_mode: Mode::Cgroupfs,
+                node_memory: NodeMemory::default(),
                 dropped_events: None,
             })
         }

@@ -15,7 +15,7 @@ use super::{
     counter::{counter_delta, rate_per_second},
     histogram::{bucket_deltas, quantile_seconds},
 };
-use crate::collect::sample::{CgroupCpu, CpuSnapshot, Mode};
+use crate::collect::sample::{CgroupCpu, Mode, Snapshot};
 
 /// Rates of one cgroup over the window. `None` means "not measured in this mode", never zero.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,7 +65,7 @@ pub struct CpuLoad {
 /// Rates between `previous` and `current`. `None` when the window is empty (same instant, or the
 /// clock went backwards): a rate needs time to pass. Cgroups that appear only in `current` have
 /// no rate yet and are left out until the next window.
-pub fn cpu_load(previous: &CpuSnapshot, current: &CpuSnapshot) -> Option<CpuLoad> {
+pub fn cpu_load(previous: &Snapshot, current: &Snapshot) -> Option<CpuLoad> {
     let window_ns = current
         .at_ns
         .checked_sub(previous.at_ns)
@@ -185,10 +185,10 @@ mod tests {
     use crate::collect::{
         cgroup::identity::identify,
         cgroupfs::Throttling,
-        sample::{CgroupEntry, NodeCpu},
+        sample::{CgroupEntry, CgroupMemory, NodeCpu, NodeMemory},
     };
 
-    fn snapshot(at_ns: u64, cgroups: Vec<(u64, CgroupCpu)>) -> CpuSnapshot {
+    fn snapshot(at_ns: u64, cgroups: Vec<(u64, CgroupCpu)>) -> Snapshot {
         let mut node = NodeCpu {
             on_cpu_ns: 0,
             runqueue: Some(CpuCounters::default()),
@@ -204,15 +204,18 @@ mod tests {
                 CgroupEntry {
                     identity: identify("/test.slice/x.service"),
                     cpu,
+                    memory: CgroupMemory::default(),
                 },
             );
         }
-        CpuSnapshot {
+        Snapshot {
             at_ns,
             mode: Mode::Ebpf,
             cpus: 2,
             cgroups: map,
             node,
+            memory_mode: Mode::Cgroupfs,
+            node_memory: NodeMemory::default(),
             dropped_events: Some(0),
         }
     }

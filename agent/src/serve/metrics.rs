@@ -12,7 +12,8 @@ use crate::{
     collect::{
         cgroup::identity::{Identity, QosClass, Workload},
         cgroupfs::Throttling,
-        sample::{CgroupCpu, CpuSnapshot, Mode},
+        cgroupfs::memory::MemoryStat,
+        sample::{CgroupCpu, CgroupMemory, Mode, Snapshot},
     },
     load::histogram::{bucket_upper_bounds_seconds, coarse_upper_bounds_seconds, coarsen},
     state::{AgentState, View},
@@ -90,9 +91,12 @@ pub fn describe_self_metrics(state: &AgentState) {
         metrics::Unit::Seconds,
         "Time one collection takes (map reads, cgroupfs reads)."
     );
-    for mode in Mode::ALL {
-        let up = if mode == state.cpu_mode { 1.0 } else { 0.0 };
-        metrics::gauge!("ballast_collector_up", "signal" => "cpu", "mode" => mode.as_str()).set(up);
+    for (signal, active) in [("cpu", state.cpu_mode), ("memory", state.memory_mode)] {
+        for mode in Mode::ALL {
+            let up = if mode == active { 1.0 } else { 0.0 };
+            metrics::gauge!("ballast_collector_up", "signal" => signal, "mode" => mode.as_str())
+                .set(up);
+        }
     }
 }
 
@@ -100,12 +104,17 @@ pub fn describe_self_metrics(state: &AgentState) {
 pub fn render(view: &View, self_metrics: &PrometheusHandle) -> String {
     let mut out = Exposition::new();
     if let Some(snapshot) = &view.snapshot {
-        let cgroups: Vec<(Vec<(&str, String)>, &CgroupCpu)> = snapshot
+        let labels: Vec<Labels> = snapshot
             .cgroups
             .values()
-            .map(|entry| (container_labels(&entry.identity), &entry.cpu))
+            .map(|entry| container_labels(&entry.identity))
             .collect();
-        render_containers(&mut out, &cgroups);
+        let cpu: Vec<(&Labels, &CgroupCpu)> =
+            labels.iter().zip(snapshot.cgroups.values().map(|e| &e.cpu)).collect();
+        render_containers(&mut out, &cpu);
+        let memory: Vec<(&Labels, &CgroupMemory)> =
+            labels.iter().zip(snapshot.cgroups.values().map(|e| &e.memory)).collect();
+        render_memory(&mut out, &memory);
         render_node(&mut out, snapshot);
         if let Some(dropped) = snapshot.dropped_events {
             out.family(
@@ -183,13 +192,94 @@ fn counter_family<T>(
     items: &[(&Labels, T)],
     value: impl Fn(&T) -> f64,
 ) {
+    container_family(out, name, help, MetricKind::Counter, items, value);
+}
+
+/// One family of `kind` with a sample per container, skipped entirely when no container has it.
+fn container_family<T>(
+    out: &mut Exposition,
+    name: &str,
+    help: &str,
+    kind: MetricKind,
+    items: &[(&Labels, T)],
+    value: impl Fn(&T) -> f64,
+) {
     if items.is_empty() {
         return;
     }
-    out.family(name, help, MetricKind::Counter);
+    out.family(name, help, kind);
     for (labels, item) in items {
         out.sample(&borrowed(labels), value(item));
     }
+}
+
+/// Memory families; each only for containers where that figure is measured.
+fn render_memory(out: &mut Exposition, cgroups: &[(&Labels, &CgroupMemory)]) {
+    let reclaim: Vec<(&Labels, u64)> = cgroups
+        .iter()
+        .filter_map(|(labels, m)| m.reclaim.map(|r| (*labels, r.reclaim_stall_ns)))
+        .collect();
+    counter_family(
+        out,
+        "ballast_container_memory_reclaim_stall_seconds_total",
+        "Time the container's tasks spent stalled in direct or memcg (limit) reclaim, measured in the kernel.",
+        &reclaim,
+        |ns| *ns as f64 / 1e9,
+    );
+    let stat: Vec<(&Labels, &MemoryStat)> = cgroups
+        .iter()
+        .filter_map(|(labels, m)| m.stat.as_ref().map(|s| (*labels, s)))
+        .collect();
+    type Gauge = (&'static str, &'static str, fn(&MemoryStat) -> u64);
+    let gauges: [Gauge; 3] = [
+        (
+            "ballast_container_memory_working_set_bytes",
+            "Memory usage minus inactive page cache (cAdvisor's working set).",
+            |s| s.working_set_bytes,
+        ),
+        (
+            "ballast_container_memory_rss_bytes",
+            "Anonymous memory of the container.",
+            |s| s.rss_bytes,
+        ),
+        (
+            "ballast_container_memory_cache_bytes",
+            "Page cache charged to the container.",
+            |s| s.cache_bytes,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        container_family(out, name, help, MetricKind::Gauge, &stat, |s| value(s) as f64);
+    }
+    counter_family(
+        out,
+        "ballast_container_memory_major_faults_total",
+        "Major page faults of the container.",
+        &stat,
+        |s| s.major_faults as f64,
+    );
+    let oom: Vec<(&Labels, u64)> = stat
+        .iter()
+        .filter_map(|(labels, s)| s.oom_kills.map(|n| (*labels, n)))
+        .collect();
+    counter_family(
+        out,
+        "ballast_container_memory_oom_kills_total",
+        "Processes of the container killed by the OOM killer.",
+        &oom,
+        |n| *n as f64,
+    );
+    let psi: Vec<(&Labels, u64)> = cgroups
+        .iter()
+        .filter_map(|(labels, m)| m.psi_some_us.map(|p| (*labels, p)))
+        .collect();
+    counter_family(
+        out,
+        "ballast_container_pressure_memory_waiting_seconds_total",
+        "PSI memory 'some' total of the container's cgroup.",
+        &psi,
+        |us| *us as f64 / 1e6,
+    );
 }
 
 /// Context switches by `kind` label value.
@@ -201,19 +291,17 @@ fn switch_kinds(rq: &CpuCounters) -> [(&'static str, u64); 3] {
     ]
 }
 
-fn render_containers(out: &mut Exposition, cgroups: &[(Labels, &CgroupCpu)]) {
-    let all: Vec<(&Labels, &CgroupCpu)> =
-        cgroups.iter().map(|(labels, cpu)| (labels, *cpu)).collect();
+fn render_containers(out: &mut Exposition, cgroups: &[(&Labels, &CgroupCpu)]) {
     counter_family(
         out,
         "ballast_container_cpu_seconds_total",
         "CPU time used by the container's own tasks.",
-        &all,
+        cgroups,
         |cpu| cpu.on_cpu_ns as f64 / 1e9,
     );
     let with_runqueue: Vec<(&Labels, &CpuCounters)> = cgroups
         .iter()
-        .filter_map(|(labels, cpu)| cpu.runqueue.as_ref().map(|rq| (labels, rq)))
+        .filter_map(|(labels, cpu)| cpu.runqueue.as_ref().map(|rq| (*labels, rq)))
         .collect();
     counter_family(
         out,
@@ -252,7 +340,7 @@ fn render_containers(out: &mut Exposition, cgroups: &[(Labels, &CgroupCpu)]) {
     }
     let throttled: Vec<(&Labels, &Throttling)> = cgroups
         .iter()
-        .filter_map(|(labels, cpu)| cpu.throttling.as_ref().map(|t| (labels, t)))
+        .filter_map(|(labels, cpu)| cpu.throttling.as_ref().map(|t| (*labels, t)))
         .collect();
     counter_family(
         out,
@@ -277,7 +365,7 @@ fn render_containers(out: &mut Exposition, cgroups: &[(Labels, &CgroupCpu)]) {
     );
     let psi: Vec<(&Labels, u64)> = cgroups
         .iter()
-        .filter_map(|(labels, cpu)| cpu.psi_some_us.map(|p| (labels, p)))
+        .filter_map(|(labels, cpu)| cpu.psi_some_us.map(|p| (*labels, p)))
         .collect();
     counter_family(
         out,
@@ -288,7 +376,7 @@ fn render_containers(out: &mut Exposition, cgroups: &[(Labels, &CgroupCpu)]) {
     );
 }
 
-fn render_node(out: &mut Exposition, snapshot: &CpuSnapshot) {
+fn render_node(out: &mut Exposition, snapshot: &Snapshot) {
     out.family(
         "ballast_node_cpus",
         "Online CPUs of the node.",

@@ -6,6 +6,9 @@
 //!   closes.
 //! - `pingpong SECONDS [CPU]`: two processes bounce a byte over two pipes for SECONDS (a
 //!   context-switch storm, both pinned to CPU if given) and print round trips per second.
+//! - `reread SECONDS FILE`: read FILE from start to end over and over for SECONDS, print `done`,
+//!   then stay alive until stdin closes. In a cgroup whose memory limit is below the file's
+//!   size, every pass evicts page cache it charged itself: steady memcg reclaim.
 
 use std::{
     io::{Read, Write},
@@ -19,10 +22,13 @@ fn main() {
         (Some("busy"), Some(seconds)) => busy(seconds, number(3)),
         (Some("tick"), Some(millis)) => tick(millis, number(3)),
         (Some("pingpong"), Some(seconds)) => pingpong(seconds, number(3)),
-        _ => Err(
-            "usage: ballast-load busy SECONDS [CPU] | tick MILLIS [CPU] | pingpong SECONDS [CPU]"
-                .into(),
-        ),
+        (Some("reread"), Some(seconds)) => match args.get(3) {
+            Some(file) => reread(seconds, file),
+            None => Err("reread needs a FILE".into()),
+        },
+        _ => Err("usage: ballast-load busy SECONDS [CPU] | tick MILLIS [CPU] | \
+                  pingpong SECONDS [CPU] | reread SECONDS FILE"
+            .into()),
     };
     if let Err(err) = result {
         eprintln!("ballast-load: {err}");
@@ -62,6 +68,19 @@ fn busy(seconds: u64, cpu: Option<u64>) -> Result<(), String> {
         for _ in 0..10_000 {
             x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
         }
+    }
+    println!("done");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    wait_for_stdin_close();
+    Ok(())
+}
+
+fn reread(seconds: u64, file: &str) -> Result<(), String> {
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut buffer = vec![0u8; 1 << 20];
+    while Instant::now() < end {
+        let mut input = std::fs::File::open(file).map_err(|e| format!("{file}: {e}"))?;
+        while input.read(&mut buffer).map_err(|e| e.to_string())? > 0 {}
     }
     println!("done");
     std::io::stdout().flush().map_err(|e| e.to_string())?;

@@ -1,5 +1,5 @@
 //! Cheap cgroupfs readers: CPU usage and CFS throttling from `cpu.stat` (v1 and v2 layouts),
-//! `cpuacct.usage`, CPU quotas, and PSI pressure files.
+//! `cpuacct.usage`, CPU quotas, and PSI pressure files; memory figures in [`memory`].
 //!
 //! Throttling is read here in every mode (the kernel programs see contention, not quota
 //! enforcement), and everything CPU is read here when the kernel programs cannot run. The
@@ -12,6 +12,8 @@ use std::{
 };
 
 use thiserror::Error;
+
+pub mod memory;
 
 /// What is wrong with the text of a cgroupfs file.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -91,7 +93,7 @@ pub struct Psi {
 
 /// The value of `key` in a flat keyed file (`key value` lines), if present. Only the wanted
 /// key's line must be well-formed: unknown keys (`nr_bursts`, `burst_usec`, ...) are ignored.
-fn keyed(text: &str, key: &str) -> Result<Option<u64>, ParseError> {
+pub(super) fn keyed(text: &str, key: &str) -> Result<Option<u64>, ParseError> {
     let Some(line) = text
         .lines()
         .find(|line| line.split_ascii_whitespace().next() == Some(key))
@@ -216,14 +218,14 @@ pub fn cpu_quota_v1(text: &str) -> Option<u64> {
     u64::try_from(text.trim().parse::<i64>().ok()?).ok()
 }
 
-fn read(path: &Path) -> Result<String, CgroupfsError> {
+pub(super) fn read(path: &Path) -> Result<String, CgroupfsError> {
     fs::read_to_string(path).map_err(|source| CgroupfsError::Read {
         path: path.to_path_buf(),
         source,
     })
 }
 
-fn parsed<T>(path: PathBuf, result: Result<T, ParseError>) -> Result<T, CgroupfsError> {
+pub(super) fn parsed<T>(path: PathBuf, result: Result<T, ParseError>) -> Result<T, CgroupfsError> {
     result.map_err(|source| CgroupfsError::Parse { path, source })
 }
 

@@ -1,0 +1,114 @@
+//! Memory pressure per cgroup: time tasks spend stalled in reclaim.
+//!
+//! Direct reclaim (the allocating task frees memory itself because the node is short) and memcg
+//! reclaim (the task's cgroup is at its limit or above `memory.high`) both run in the stalled
+//! task's own context, between a `*_reclaim_begin` and a `*_reclaim_end` tracepoint. Reclaim can
+//! sleep and move to another CPU, so the start time is kept per task (by `task_struct` address)
+//! rather than per CPU, and the stall is charged at the end to the task's cgroup. Reclaim is rare
+//! next to scheduling, so a hash update per event is affordable.
+
+use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    helpers::{bpf_get_current_task_btf, bpf_ktime_get_ns},
+    macros::{btf_tracepoint, map},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    programs::BtfTracePointContext,
+};
+use ballast_common::MemoryCounters;
+
+use crate::task::cgroup_of;
+
+/// Bound of cgroups tracked at once (user space deletes removed ones).
+const MAX_CGROUPS: u32 = 16_384;
+/// Bound of tasks inside reclaim at once (node-wide).
+const MAX_RECLAIMING_TASKS: u32 = 16_384;
+
+#[map]
+static CGROUP_MEMORY: PerCpuHashMap<u64, MemoryCounters> =
+    PerCpuHashMap::with_max_entries(MAX_CGROUPS, BPF_F_NO_PREALLOC);
+
+/// Tasks inside reclaim -> when they entered it (ktime, ns). Preallocated: insertions on the
+/// reclaim path must not allocate. An entry lives from begin to end; a task cannot exit in
+/// between, so entries do not leak.
+/// Stalls not counted because `CGROUP_MEMORY` was full (one slot per CPU).
+#[map]
+static MEMORY_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static RECLAIM_START: HashMap<u64, u64> = HashMap::with_max_entries(MAX_RECLAIMING_TASKS, 0);
+
+#[inline(always)]
+fn current_task() -> u64 {
+    // SAFETY: the helper takes no arguments; it returns the current task as a BTF-typed pointer.
+    unsafe { bpf_get_current_task_btf() as u64 }
+}
+
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: the helper takes no arguments and cannot fail.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[btf_tracepoint(function = "mm_vmscan_direct_reclaim_begin")]
+pub fn direct_reclaim_begin(_ctx: BtfTracePointContext) -> i32 {
+    reclaim_begin()
+}
+
+#[btf_tracepoint(function = "mm_vmscan_memcg_reclaim_begin")]
+pub fn memcg_reclaim_begin(_ctx: BtfTracePointContext) -> i32 {
+    reclaim_begin()
+}
+
+/// `(unsigned long nr_reclaimed)`.
+#[btf_tracepoint(function = "mm_vmscan_direct_reclaim_end")]
+pub fn direct_reclaim_end(ctx: BtfTracePointContext) -> i32 {
+    reclaim_end(ctx.arg(0))
+}
+
+#[btf_tracepoint(function = "mm_vmscan_memcg_reclaim_end")]
+pub fn memcg_reclaim_end(ctx: BtfTracePointContext) -> i32 {
+    reclaim_end(ctx.arg(0))
+}
+
+/// NOEXIST: if reclaim nests (it should not), the outer start stands and the stall is counted
+/// once, from the outermost begin.
+#[inline(always)]
+fn reclaim_begin() -> i32 {
+    let _ = RECLAIM_START.insert(&current_task(), &now_ns(), u64::from(BPF_NOEXIST));
+    0
+}
+
+#[inline(always)]
+fn reclaim_end(reclaimed_pages: u64) -> i32 {
+    match try_reclaim_end(reclaimed_pages) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+fn try_reclaim_end(reclaimed_pages: u64) -> Result<(), i64> {
+    let task = current_task();
+    // SAFETY: a map value pointer is valid for this run; the entry is this task's own.
+    let started = unsafe { *RECLAIM_START.get(&task).ok_or(1i64)? };
+    let stall = now_ns().saturating_sub(started);
+    let _ = RECLAIM_START.remove(&task);
+    let cgroup = cgroup_of(task);
+    let mut counters = CGROUP_MEMORY.get_ptr_mut(&cgroup);
+    if counters.is_none() {
+        // NOEXIST: another CPU may have created it meanwhile; then the lookup below finds it.
+        let _ = CGROUP_MEMORY.insert(&cgroup, &MemoryCounters::default(), u64::from(BPF_NOEXIST));
+        counters = CGROUP_MEMORY.get_ptr_mut(&cgroup);
+    }
+    let Some(counters) = counters else {
+        if let Some(dropped) = MEMORY_DROPPED.get_ptr_mut(0) {
+            // SAFETY: valid per-CPU map value pointer for this run; only this CPU writes it.
+            unsafe { *dropped += 1 };
+        }
+        return Ok(());
+    };
+    // SAFETY: valid per-CPU map value pointer for this run; only this CPU writes its copy.
+    let counters = unsafe { &mut *counters };
+    counters.reclaim_stall_ns += stall;
+    counters.reclaim_stalls += 1;
+    counters.reclaimed_pages += reclaimed_pages;
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! What the programs know about `struct task_struct` and how to read it.
+//!
+//! Field offsets are read-only globals that user space fills in from the running kernel's BTF
+//! (Rust BPF has no CO-RE yet). The verifier treats frozen read-only globals as constants,
+//! checks each access against the kernel's type information and turns it into a fault-tolerant
+//! load, so BTF-typed pointers are read directly, without a helper call per field.
+
+/// Byte offsets in `struct task_struct`, set by user space at load time from the kernel's BTF
+/// (read-only globals, constants to the verifier). A task field that is missing makes user space
+/// refuse to load; `TASK_THROTTLED_OFFSET` alone may be 0 (kernels before 6.18).
+#[unsafe(no_mangle)]
+pub static TASK_PID_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+pub static TASK_RUNTIME_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+pub static TASK_RUN_DELAY_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+pub static TASK_THROTTLED_OFFSET: u64 = 0;
+/// The path from a task to its cgroup v2 id: `task_struct::cgroups` -> `css_set::dfl_cgrp` ->
+/// `cgroup::kn` -> `kernfs_node::id` (what `bpf_get_current_cgroup_id()` follows, as loads).
+#[unsafe(no_mangle)]
+pub static TASK_CGROUPS_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+pub static CSS_SET_DFL_CGRP_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+pub static CGROUP_KN_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+pub static KERNFS_NODE_ID_OFFSET: u64 = 0;
+
+/// Value of a loader-patched global.
+#[inline(always)]
+pub fn global(value: &u64) -> u64 {
+    // SAFETY: a volatile read keeps the compiler from folding the placeholder 0 into the code;
+    // the loader writes the real value before the program is verified.
+    unsafe { core::ptr::read_volatile(value) }
+}
+
+/// A field of the BTF-typed pointer `task` (a `tp_btf` argument, `bpf_get_current_task_btf()`, or
+/// a pointer loaded from such a pointer's field).
+#[inline(always)]
+pub fn field<T: Copy>(task: u64, offset: u64) -> T {
+    // SAFETY: `task` is a BTF-typed kernel pointer and `offset` a verifier-known constant taken
+    // from the kernel's BTF for a field of type T; the verifier checks the access against that
+    // type and emits a fault-tolerant load.
+    unsafe { core::ptr::read_volatile(task.wrapping_add(offset) as *const T) }
+}
+
+/// The cgroup v2 id of the BTF-typed task pointer `task` (the task in a scheduler tracepoint, or
+/// the current task). Each step is a BTF-typed pointer load the verifier checks; programs run in
+/// an RCU read-side section, which is what keeps a css_set alive.
+#[inline(always)]
+pub fn cgroup_of(task: u64) -> u64 {
+    let css_set: u64 = field(task, global(&TASK_CGROUPS_OFFSET));
+    let cgroup: u64 = field(css_set, global(&CSS_SET_DFL_CGRP_OFFSET));
+    let node: u64 = field(cgroup, global(&CGROUP_KN_OFFSET));
+    field(node, global(&KERNFS_NODE_ID_OFFSET))
+}
+
