@@ -5,14 +5,14 @@ use std::sync::RwLock;
 
 use crate::{
     collect::{ebpf::RunStatsReport, sample::Snapshot, sample::Mode},
-    load::cpu::{cpu_load, CpuLoad},
+    load::{window_load, WindowLoad},
 };
 
 /// One consistent view, swapped whole under the lock so readers never see half an update.
 #[derive(Clone, Debug, Default)]
 pub struct View {
     pub snapshot: Option<Snapshot>,
-    pub load: Option<CpuLoad>,
+    pub load: Option<WindowLoad>,
     pub program_stats: Option<RunStatsReport>,
     /// Collections that failed since start (the previous view stays published).
     pub failed_collections: u64,
@@ -58,7 +58,7 @@ impl AgentState {
         let load = view
             .snapshot
             .as_ref()
-            .and_then(|previous| cpu_load(previous, &snapshot));
+            .and_then(|previous| window_load(previous, &snapshot));
         view.load = load.or_else(|| view.load.take());
         view.snapshot = Some(snapshot);
         view.program_stats = program_stats;

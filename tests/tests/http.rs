@@ -51,6 +51,8 @@ fn metrics_and_load_document_carry_the_cpu_families() -> Result<()> {
         "ballast_node_cpu_runqueue_wait_seconds_total",
         "ballast_ebpf_program_runs_total",
         "ballast_ebpf_program_run_seconds_total",
+        "ballast_ebpf_run_stats_enabled",
+        "ballast_container_memory_reclaim_stall_seconds_total",
         "ballast_collector_up",
     ] {
         assert!(
@@ -96,14 +98,17 @@ fn metrics_and_load_document_carry_the_cpu_families() -> Result<()> {
             "no context switches of kind {kind}"
         );
     }
-    assert_eq!(
-        sample_with(
-            &scrape,
-            "ballast_collector_up",
-            &[("signal", "cpu"), ("mode", "ebpf")]
-        ),
-        Some(1.0)
-    );
+    for signal in ["cpu", "memory"] {
+        assert_eq!(
+            sample_with(
+                &scrape,
+                "ballast_collector_up",
+                &[("signal", signal), ("mode", "ebpf")]
+            ),
+            Some(1.0),
+            "{signal} measured by the kernel programs"
+        );
+    }
     let runs = sample_with(
         &scrape,
         "ballast_ebpf_program_runs_total",
@@ -150,8 +155,14 @@ fn metrics_and_load_document_carry_the_cpu_families() -> Result<()> {
     assert_eq!(load.schema, "ballast.io/load/v1");
     assert_eq!(load.runqueue_wait_excludes_throttling, Some(true));
     assert!(load.cpu.cpus >= 1);
+    assert!(load.memory.total_bytes.is_some_and(|b| b > 0), "node memory");
     let row = load.containers.iter().find(|c| c.cgroup == limited.path);
-    assert!(row.is_some(), "/v1/load lists the test cgroup");
+    let row = row.ok_or_else(|| anyhow::anyhow!("/v1/load lists the test cgroup"))?;
+    assert_eq!(
+        row.memory.reclaim_stall_per_second,
+        Some(0.0),
+        "reclaim is traced, and a CPU-bound task never stalls in it"
+    );
     assert_eq!(agent.get_text("/healthz")?.trim(), "ok");
     let status = agent.stop()?;
     assert!(status.success(), "SIGTERM ends the agent cleanly: {status}");

@@ -103,13 +103,12 @@ pub fn render(
 ) -> String {
     let cpu = &load.cpu;
     let mut out = format!(
-        "ballast top  node {}  cpu mode {}  window {:.1}s\n\
-         node: {} CPUs, {:.2} cores used ({:.0}%), run-queue wait {} s/s, p50 {}, p99 {}\n",
+        "ballast top  node {}  cpu mode {}  memory mode {}  window {:.1}s\n\
+         node: {} CPUs, {:.2} cores used ({:.0}%), run-queue wait {} s/s, p50 {}, p99 {}; \
+         memory {}, reclaim stall {} s/s\n",
         load.node,
-        serde_json::to_value(load.modes.cpu)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
+        load.modes.cpu.as_str(),
+        load.modes.memory.as_str(),
         load.window_seconds,
         cpu.cpus,
         cpu.cores_used,
@@ -117,6 +116,8 @@ pub fn render(
         opt(cpu.runqueue_wait_per_second, |v| format!("{v:.3}")),
         opt(cpu.runqueue_latency_p50_seconds, duration),
         opt(cpu.runqueue_latency_p99_seconds, duration),
+        opt(load.memory.total_bytes.map(|b| b as f64), bytes),
+        opt(load.memory.reclaim_stall_per_second, |v| format!("{v:.3}")),
     );
     if let Some(reason) = &load.fallback_reason {
         out.push_str(&format!(
@@ -124,11 +125,11 @@ pub fn render(
         ));
     }
     out.push('\n');
-    let fixed = 7 + 9 + 9 + 9 + 9 + 10;
+    let fixed = 7 + 9 + 9 + 9 + 9 + 10 + 9 + 9;
     let name_width = columns.saturating_sub(fixed + 1).clamp(12, 60);
     out.push_str(&format!(
-        "{:<name_width$} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
-        "CONTAINER", "CORES", "WAIT/s", "WAIT/CPU", "P50", "P99", "THROTTLED"
+        "{:<name_width$} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8}\n",
+        "CONTAINER", "CORES", "WAIT/s", "WAIT/CPU", "P50", "P99", "THROTTLED", "WSET", "RECLM/s"
     ));
     let room = limit.unwrap_or_else(|| rows.saturating_sub(6).max(5));
     for c in load.containers.iter().take(room) {
@@ -144,7 +145,7 @@ fn row(c: &ContainerLoad, name_width: usize) -> String {
     let cpu = &c.cpu;
     let wait = cpu.runqueue_wait_per_second.or(cpu.psi_some_share);
     format!(
-        "{:<name_width$} {:>6.2} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
+        "{:<name_width$} {:>6.2} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8}\n",
         truncate(&c.name, name_width),
         cpu.cores_used,
         opt(wait, |v| format!("{v:.3}")),
@@ -152,7 +153,21 @@ fn row(c: &ContainerLoad, name_width: usize) -> String {
         opt(cpu.runqueue_latency_p50_seconds, duration),
         opt(cpu.runqueue_latency_p99_seconds, duration),
         opt(cpu.throttled_share, |v| format!("{:.0}%", v * 100.0)),
+        opt(c.memory.working_set_bytes.map(|b| b as f64), bytes),
+        opt(c.memory.reclaim_stall_per_second, |v| format!("{v:.3}")),
     )
+}
+
+/// Sizes in binary units, 4 significant characters or so.
+fn bytes(value: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "Ki", "Mi", "Gi", "Ti"];
+    let mut value = value;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1}{}", UNITS[unit])
 }
 
 fn opt(value: Option<f64>, show: impl Fn(f64) -> String) -> String {

@@ -137,8 +137,8 @@ mod tests {
         ));
         tokio::time::sleep(Duration::from_millis(4500)).await;
         let load = state.view().load.expect("load after two collections");
-        assert!((load.node.cores_used - 1.0).abs() < 1e-9);
-        assert!((load.node.utilisation - 0.5).abs() < 1e-9);
+        assert!((load.cpu.node.cores_used - 1.0).abs() < 1e-9);
+        assert!((load.cpu.node.utilisation - 0.5).abs() < 1e-9);
         stop.send_replace(true);
         let collector = task.await.expect("loop ends cleanly");
         assert_eq!(

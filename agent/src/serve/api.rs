@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     collect::sample::Mode,
-    load::cpu::{CpuRates, NodeCpuRates},
+    load::{
+        cpu::{CpuRates, NodeCpuRates},
+        memory::{MemoryFigures, NodeMemoryFigures},
+    },
     state::{AgentState, View},
 };
 
@@ -26,6 +29,7 @@ pub struct LoadResponse {
     pub runqueue_wait_excludes_throttling: Option<bool>,
     pub window_seconds: f64,
     pub cpu: NodeCpuRates,
+    pub memory: NodeMemoryFigures,
     /// Containers (and other cgroups with activity), most CPU-pressured first.
     pub containers: Vec<ContainerLoad>,
 }
@@ -33,6 +37,7 @@ pub struct LoadResponse {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Modes {
     pub cpu: Mode,
+    pub memory: Mode,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -47,6 +52,7 @@ pub struct ContainerLoad {
     pub container_id: Option<String>,
     pub qos: Option<String>,
     pub cpu: CpuRates,
+    pub memory: MemoryFigures,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -60,6 +66,7 @@ impl LoadResponse {
         let load = view.load.as_ref()?;
         let snapshot = view.snapshot.as_ref()?;
         let mut containers: Vec<ContainerLoad> = load
+            .cpu
             .cgroups
             .iter()
             .filter_map(|(id, cpu)| {
@@ -74,6 +81,7 @@ impl LoadResponse {
                     container_id: labels.container_id,
                     qos: labels.qos.map(str::to_string),
                     cpu: cpu.clone(),
+                    memory: load.memory.get(id).cloned().unwrap_or_default(),
                 })
             })
             .collect();
@@ -85,11 +93,15 @@ impl LoadResponse {
         Some(Self {
             schema: LOAD_SCHEMA.into(),
             node: state.node_name.clone(),
-            modes: Modes { cpu: load.mode },
+            modes: Modes {
+                cpu: load.cpu.mode,
+                memory: load.memory_mode,
+            },
             fallback_reason: state.fallback_reason.clone(),
             runqueue_wait_excludes_throttling: state.wait_excludes_throttling,
-            window_seconds: load.window_seconds,
-            cpu: load.node.clone(),
+            window_seconds: load.cpu.window_seconds,
+            cpu: load.cpu.node.clone(),
+            memory: load.node_memory.clone(),
             containers,
         })
     }
