@@ -9,6 +9,7 @@
 
 mod cpu;
 mod memory;
+mod network;
 mod task;
 
 #[cfg(not(test))]

@@ -27,6 +27,16 @@ pub static CGROUP_KN_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
 pub static KERNFS_NODE_ID_OFFSET: u64 = 0;
 
+/// Offset of the owner cgroup pointer in `struct sock` (`sk_cgrp_data.cgroup`), set at socket
+/// creation by the kernel: the owner stays known when a retransmit fires from a timer.
+#[unsafe(no_mangle)]
+pub static SOCK_CGROUP_OFFSET: u64 = 0;
+
+/// Offset of `tcp_gso_segs` in an `sk_buff` (`cb` holds a `struct tcp_skb_cb`): how many TCP
+/// segments a retransmitted skb carries; 0 when unknown.
+#[unsafe(no_mangle)]
+pub static SKB_TCP_GSO_SEGS_OFFSET: u64 = 0;
+
 /// Value of a loader-patched global.
 #[inline(always)]
 pub fn global(value: &u64) -> u64 {
@@ -51,7 +61,18 @@ pub fn field<T: Copy>(task: u64, offset: u64) -> T {
 #[inline(always)]
 pub fn cgroup_of(task: u64) -> u64 {
     let css_set: u64 = field(task, global(&TASK_CGROUPS_OFFSET));
-    let cgroup: u64 = field(css_set, global(&CSS_SET_DFL_CGRP_OFFSET));
+    cgroup_id(field(css_set, global(&CSS_SET_DFL_CGRP_OFFSET)))
+}
+
+/// The v2 id of the cgroup owning the BTF-typed socket pointer `sock`.
+#[inline(always)]
+pub fn cgroup_of_sock(sock: u64) -> u64 {
+    cgroup_id(field(sock, global(&SOCK_CGROUP_OFFSET)))
+}
+
+/// The id of the BTF-typed `struct cgroup *` `cgroup` (its kernfs node's id).
+#[inline(always)]
+fn cgroup_id(cgroup: u64) -> u64 {
     let node: u64 = field(cgroup, global(&CGROUP_KN_OFFSET));
     field(node, global(&KERNFS_NODE_ID_OFFSET))
 }

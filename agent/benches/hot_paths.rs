@@ -13,7 +13,7 @@ use ballast::{
     serve::metrics::render,
     state::{AgentState, View},
 };
-use ballast_common::{CpuCounters, MemoryCounters};
+use ballast_common::{CpuCounters, MemoryCounters, NetCounters};
 use criterion::{criterion_group, criterion_main, Criterion};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
@@ -66,6 +66,13 @@ fn snapshot(at_ns: u64, scale: u64) -> Snapshot {
                     }),
                     psi_some_us: Some(i * scale),
                 },
+                network: Some(NetCounters {
+                    rx_bytes: i * scale * 1500,
+                    rx_packets: i * scale,
+                    tx_bytes: i * scale * 1000,
+                    tx_packets: i * scale,
+                    tcp_retransmits: i,
+                }),
             },
         );
     }
@@ -84,6 +91,9 @@ fn snapshot(at_ns: u64, scale: u64) -> Snapshot {
             total_bytes: Some(64 << 30),
             reclaim: Some(MemoryCounters::default()),
         },
+        network_mode: Mode::Ebpf,
+        retransmits_counted: true,
+        node_network: Some(NetCounters::default()),
         dropped_events: Some(0),
     }
 }

@@ -24,6 +24,8 @@ pub struct AgentState {
     pub cpu_mode: Mode,
     /// How memory pressure is measured (set once the collector is up).
     pub memory_mode: Mode,
+    /// How network pressure is measured (set once the collector is up).
+    pub network_mode: Mode,
     pub fallback_reason: Option<String>,
     /// Whether run-queue wait excludes throttled time (`None` when wait is not measured).
     pub wait_excludes_throttling: Option<bool>,
@@ -42,6 +44,7 @@ impl AgentState {
             node_name,
             cpu_mode,
             memory_mode: Mode::Unavailable,
+            network_mode: Mode::Unavailable,
             fallback_reason,
             wait_excludes_throttling: None,
             interval_seconds,

@@ -159,7 +159,16 @@ impl TestCgroup {
     /// Starts `ballast-load ARGS` inside this cgroup (it joins before exec, so none of its CPU
     /// time is charged elsewhere). Returns its stdout for readiness lines.
     pub fn spawn_load(&mut self, args: &[&str]) -> Result<(u32, BufReader<ChildStdout>)> {
-        let mut command = Command::new(load_bin()?);
+        self.spawn(load_bin()?.as_os_str(), args)
+    }
+
+    /// Starts `program ARGS` inside this cgroup (joined before exec, as `spawn_load`).
+    pub fn spawn(
+        &mut self,
+        program: &std::ffi::OsStr,
+        args: &[&str],
+    ) -> Result<(u32, BufReader<ChildStdout>)> {
+        let mut command = Command::new(program);
         command
             .args(args)
             .stdin(Stdio::piped())
@@ -198,7 +207,7 @@ impl TestCgroup {
         }
         let mut child = command
             .spawn()
-            .context("starting ballast-load in the test cgroup")?;
+            .with_context(|| format!("starting {} in the test cgroup", program.to_string_lossy()))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let pid = child.id();
         self.children.push(child);

@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 /// Debian packages the build needs.
 const BUILD_PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "llvm-22-dev"];
 /// Debian packages the test suite and benchmarks use as real peers and ground truth.
-const TEST_PACKAGES: &[&str] = &["bpftool", "iproute2", "procps"];
+const TEST_PACKAGES: &[&str] = &["bpftool", "iproute2", "procps", "nftables", "iperf3"];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -103,6 +103,33 @@ impl MemoryCounters {
     }
 }
 
+/// Per-cgroup network counters, one copy per CPU (a per-CPU hash keyed by the cgroup v2 id of
+/// the socket's owner).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetCounters {
+    /// IP bytes (headers included) received by the cgroup's sockets.
+    pub rx_bytes: u64,
+    /// Packets received (GSO/GRO aggregates count as their segments).
+    pub rx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    /// TCP segments the cgroup's sockets retransmitted (successful retransmissions, counted in
+    /// segments as the kernel's RetransSegs).
+    pub tcp_retransmits: u64,
+}
+
+impl NetCounters {
+    /// Adds another CPU's copy into this one.
+    pub fn accumulate(&mut self, other: &NetCounters) {
+        self.rx_bytes = self.rx_bytes.wrapping_add(other.rx_bytes);
+        self.rx_packets = self.rx_packets.wrapping_add(other.rx_packets);
+        self.tx_bytes = self.tx_bytes.wrapping_add(other.tx_bytes);
+        self.tx_packets = self.tx_packets.wrapping_add(other.tx_packets);
+        self.tcp_retransmits = self.tcp_retransmits.wrapping_add(other.tcp_retransmits);
+    }
+}
+
 /// Whether the wait that preceded the current task's run on a CPU is still to be counted.
 #[repr(u64)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,6 +178,8 @@ mod pod {
     unsafe impl aya::Pod for super::CpuSlot {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::MemoryCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NetCounters {}
 }
 
 #[cfg(test)]

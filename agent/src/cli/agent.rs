@@ -129,6 +129,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
     );
     state.wait_excludes_throttling = collector.wait_excludes_throttling();
     state.memory_mode = collector.memory_mode();
+    state.network_mode = collector.network_mode();
     let state = Arc::new(state);
     serve::metrics::describe_self_metrics(&state);
 

@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use ballast_common::{CpuCounters, MemoryCounters};
+use ballast_common::{CpuCounters, MemoryCounters, NetCounters};
 use thiserror::Error;
 use tracing::{info, warn};
 
@@ -25,7 +25,7 @@ use super::{
         memory::{self, MemorySource},
         Throttling,
     },
-    ebpf::{KernelProbe, EbpfError, RunStats, RunStatsReport},
+    ebpf::{Accumulate, EbpfError, KernelProbe, RunStats, RunStatsReport},
     sample::{CgroupCpu, CgroupEntry, CgroupMemory, Mode, NodeCpu, NodeMemory, Snapshot},
 };
 
@@ -109,6 +109,7 @@ pub struct Collector {
     /// Counts of removed cgroups, so node totals never go backwards.
     retired: NodeCpu,
     retired_memory: MemoryCounters,
+    retired_network: NetCounters,
     memory_reads: MemoryReads,
     memory_interval_ns: u64,
     memory_total_bytes: Option<u64>,
@@ -133,7 +134,7 @@ impl Collector {
         let (source, fallback_reason) = if options.no_ebpf {
             (Source::Cgroupfs, Some("disabled by --no-ebpf".to_string()))
         } else {
-            match KernelProbe::attach(options.tick_hz, options.run_stats) {
+            match KernelProbe::attach(options.tick_hz, options.run_stats, &v2_root) {
                 Ok(probe) => (Source::Ebpf(Box::new(probe)), None),
                 Err(err) => (Source::Cgroupfs, Some(err.to_string())),
             }
@@ -166,6 +167,7 @@ impl Collector {
             rescan_interval_ns: options.rescan_interval_ns,
             retired: NodeCpu::default(),
             retired_memory: MemoryCounters::default(),
+            retired_network: NetCounters::default(),
             memory_reads: MemoryReads::default(),
             memory_interval_ns: options.memory_interval_ns,
             memory_total_bytes: memory_total_bytes(),
@@ -178,6 +180,14 @@ impl Collector {
         match &self.source {
             Source::Ebpf(probe) if probe.traces_memory() => Mode::Ebpf,
             _ => Mode::Cgroupfs,
+        }
+    }
+
+    /// How network pressure is measured: only the kernel programs can count it per cgroup.
+    pub fn network_mode(&self) -> Mode {
+        match &self.source {
+            Source::Ebpf(probe) if probe.counts_network() => Mode::Ebpf,
+            _ => Mode::Unavailable,
         }
     }
 
@@ -258,20 +268,25 @@ impl Collector {
     }
 
     fn collect_ebpf(&mut self, now_ns: u64) -> Result<Snapshot, CollectError> {
-        let (mut counters, reclaim, dropped_events) = match &mut self.source {
-            Source::Ebpf(probe) => {
-                probe.flush_kernel_log();
-                (
-                    probe.read_cgroups()?,
-                    probe.read_memory()?,
-                    probe.dropped_events()?,
-                )
-            }
-            Source::Cgroupfs => return Ok(self.collect_cgroupfs(now_ns)),
-        };
-        let unknown = |id: &u64| self.tree.path_of(*id).is_none();
+        let (mut counters, reclaim, network, retransmits_counted, dropped_events) =
+            match &mut self.source {
+                Source::Ebpf(probe) => {
+                    probe.flush_kernel_log();
+                    (
+                        probe.read_cgroups()?,
+                        probe.read_memory()?,
+                        probe.read_network()?,
+                        probe.counts_retransmits(),
+                        probe.dropped_events()?,
+                    )
+                }
+                Source::Cgroupfs => return Ok(self.collect_cgroupfs(now_ns)),
+            };
+        // Id 0 is "no cgroup" (a packet without a full socket): never in the tree.
+        let unknown = |id: &u64| *id != 0 && self.tree.path_of(*id).is_none();
         if counters.iter().any(|(id, _)| unknown(id))
             || reclaim.iter().flatten().any(|(id, _)| unknown(id))
+            || network.iter().flatten().any(|(id, _)| unknown(id))
         {
             self.rescan(now_ns)?;
         }
@@ -284,16 +299,10 @@ impl Collector {
             retire(&mut self.retired, c);
         }
         let reclaim = reclaim.map(|entries| {
-            let mut live = HashMap::with_capacity(entries.len());
-            for (id, c) in entries {
-                if self.tree.path_of(id).is_some() {
-                    live.insert(id, c);
-                } else {
-                    self.retired_memory.accumulate(&c);
-                    gone_ids.push(id);
-                }
-            }
-            live
+            split_live(entries, &self.tree, &mut self.retired_memory, &mut gone_ids)
+        });
+        let network = network.map(|entries| {
+            split_live(entries, &self.tree, &mut self.retired_network, &mut gone_ids)
         });
         if !gone_ids.is_empty() {
             if let Source::Ebpf(probe) = &mut self.source {
@@ -313,15 +322,18 @@ impl Collector {
             let Some(known) = self.learn(id).cloned() else {
                 continue;
             };
-            cgroups.insert(id, entry(known, c.on_cpu_ns, Some(c), None));
+            let mut entry = entry(known, c.on_cpu_ns, Some(c), None);
+            entry.network = network
+                .as_ref()
+                .map(|live| live.get(&id).copied().unwrap_or_default());
+            cgroups.insert(id, entry);
         }
-        let node_reclaim = reclaim.as_ref().map(|live| {
-            let mut total = self.retired_memory;
-            for c in live.values() {
-                total.accumulate(c);
-            }
-            total
-        });
+        let node_reclaim = reclaim
+            .as_ref()
+            .map(|live| node_total(&self.retired_memory, live));
+        let node_network = network
+            .as_ref()
+            .map(|live| node_total(&self.retired_network, live));
         self.add_memory(&mut cgroups, reclaim.as_ref(), now_ns);
         Ok(Snapshot {
             at_ns: now_ns,
@@ -338,6 +350,13 @@ impl Collector {
                 total_bytes: self.memory_total_bytes,
                 reclaim: node_reclaim,
             },
+            network_mode: if node_network.is_some() {
+                Mode::Ebpf
+            } else {
+                Mode::Unavailable
+            },
+            retransmits_counted: node_network.is_some() && retransmits_counted,
+            node_network,
             dropped_events: Some(dropped_events),
         })
     }
@@ -406,6 +425,9 @@ impl Collector {
                 total_bytes: self.memory_total_bytes,
                 reclaim: None,
             },
+            network_mode: Mode::Unavailable,
+            retransmits_counted: false,
+            node_network: None,
             dropped_events: None,
         }
     }
@@ -443,6 +465,35 @@ impl Collector {
             entry.memory = memory;
         }
     }
+}
+
+/// Splits a map's entries into live cgroups and removed ones; the removed ones' counts go to
+/// `retired` (so node totals never go backwards) and their ids to `gone` (to delete them).
+fn split_live<V: Accumulate>(
+    entries: Vec<(u64, V)>,
+    tree: &CgroupTree,
+    retired: &mut V,
+    gone: &mut Vec<u64>,
+) -> HashMap<u64, V> {
+    let mut live = HashMap::with_capacity(entries.len());
+    for (id, counters) in entries {
+        if tree.path_of(id).is_some() {
+            live.insert(id, counters);
+        } else {
+            retired.add(&counters);
+            gone.push(id);
+        }
+    }
+    live
+}
+
+/// Node total of a map: the retired counts plus every live cgroup's.
+fn node_total<V: Accumulate + Copy>(retired: &V, live: &HashMap<u64, V>) -> V {
+    let mut total = *retired;
+    for counters in live.values() {
+        total.add(counters);
+    }
+    total
 }
 
 /// A cgroup's memory figures from cgroupfs (absent where unreadable: never zeros).
@@ -489,6 +540,7 @@ fn entry(
             throttling,
         },
         memory: CgroupMemory::default(),
+        network: None,
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use ballast_common::{CpuCounters, MemoryCounters};
+use ballast_common::{CpuCounters, MemoryCounters, NetCounters};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -63,6 +63,8 @@ pub struct CgroupEntry {
     pub identity: Identity,
     pub cpu: CgroupCpu,
     pub memory: CgroupMemory,
+    /// Traffic of the sockets it owns (eBPF only; `None` when not counted).
+    pub network: Option<NetCounters>,
 }
 
 /// Node-wide memory figures.
@@ -94,6 +96,13 @@ pub struct Snapshot {
     /// How memory is measured: `Ebpf` when reclaim stalls are traced, else `Cgroupfs`.
     pub memory_mode: Mode,
     pub node_memory: NodeMemory,
+    /// `Ebpf` when packets are counted per cgroup, else `Unavailable` (cgroupfs has no such
+    /// counters).
+    pub network_mode: Mode,
+    /// Whether TCP retransmissions are part of the network counters.
+    pub retransmits_counted: bool,
+    /// Traffic of every socket on the node, removed cgroups and cgroup-less sockets included.
+    pub node_network: Option<NetCounters>,
     /// Kernel events not counted because the cgroup map was full (eBPF mode only).
     pub dropped_events: Option<u64>,
 }

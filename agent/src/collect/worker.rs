@@ -115,6 +115,9 @@ mod tests {
                 },
                 memory_mode: Mode::Cgroupfs,
                 node_memory: NodeMemory::default(),
+                network_mode: Mode::Unavailable,
+                retransmits_counted: false,
+                node_network: None,
                 dropped_events: None,
             })
         }

@@ -205,6 +205,7 @@ mod tests {
                     identity: identify("/test.slice/x.service"),
                     cpu,
                     memory: CgroupMemory::default(),
+                    network: None,
                 },
             );
         }
@@ -216,6 +217,9 @@ mod tests {
             node,
             memory_mode: Mode::Cgroupfs,
             node_memory: NodeMemory::default(),
+                network_mode: Mode::Unavailable,
+                retransmits_counted: false,
+                node_network: None,
             dropped_events: Some(0),
         }
     }

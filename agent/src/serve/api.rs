@@ -10,6 +10,7 @@ use crate::{
     load::{
         cpu::{CpuRates, NodeCpuRates},
         memory::{MemoryFigures, NodeMemoryFigures},
+        network::NetworkFigures,
     },
     state::{AgentState, View},
 };
@@ -30,6 +31,7 @@ pub struct LoadResponse {
     pub window_seconds: f64,
     pub cpu: NodeCpuRates,
     pub memory: NodeMemoryFigures,
+    pub network: NetworkFigures,
     /// Containers (and other cgroups with activity), most CPU-pressured first.
     pub containers: Vec<ContainerLoad>,
 }
@@ -38,6 +40,7 @@ pub struct LoadResponse {
 pub struct Modes {
     pub cpu: Mode,
     pub memory: Mode,
+    pub network: Mode,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -53,6 +56,7 @@ pub struct ContainerLoad {
     pub qos: Option<String>,
     pub cpu: CpuRates,
     pub memory: MemoryFigures,
+    pub network: NetworkFigures,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -82,6 +86,7 @@ impl LoadResponse {
                     qos: labels.qos.map(str::to_string),
                     cpu: cpu.clone(),
                     memory: load.memory.get(id).cloned().unwrap_or_default(),
+                    network: load.network.get(id).cloned().unwrap_or_default(),
                 })
             })
             .collect();
@@ -96,12 +101,14 @@ impl LoadResponse {
             modes: Modes {
                 cpu: load.cpu.mode,
                 memory: load.memory_mode,
+                network: load.network_mode,
             },
             fallback_reason: state.fallback_reason.clone(),
             runqueue_wait_excludes_throttling: state.wait_excludes_throttling,
             window_seconds: load.cpu.window_seconds,
             cpu: load.cpu.node.clone(),
             memory: load.node_memory.clone(),
+            network: load.node_network.clone(),
             containers,
         })
     }

@@ -4,7 +4,7 @@
 //! Families of signals a mode cannot measure are left out entirely (absent, not zero), and
 //! `ballast_collector_up{signal,mode}` says which mode is active.
 
-use ballast_common::CpuCounters;
+use ballast_common::{CpuCounters, NetCounters};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::exposition::{Exposition, MetricKind};
@@ -91,7 +91,11 @@ pub fn describe_self_metrics(state: &AgentState) {
         metrics::Unit::Seconds,
         "Time one collection takes (map reads, cgroupfs reads)."
     );
-    for (signal, active) in [("cpu", state.cpu_mode), ("memory", state.memory_mode)] {
+    for (signal, active) in [
+        ("cpu", state.cpu_mode),
+        ("memory", state.memory_mode),
+        ("network", state.network_mode),
+    ] {
         for mode in Mode::ALL {
             let up = if mode == active { 1.0 } else { 0.0 };
             metrics::gauge!("ballast_collector_up", "signal" => signal, "mode" => mode.as_str())
@@ -115,6 +119,12 @@ pub fn render(view: &View, self_metrics: &PrometheusHandle) -> String {
         let memory: Vec<(&Labels, &CgroupMemory)> =
             labels.iter().zip(snapshot.cgroups.values().map(|e| &e.memory)).collect();
         render_memory(&mut out, &memory);
+        let network: Vec<(&Labels, NetCounters)> = labels
+            .iter()
+            .zip(snapshot.cgroups.values())
+            .filter_map(|(labels, e)| e.network.map(|n| (labels, n)))
+            .collect();
+        render_network(&mut out, &network, snapshot.retransmits_counted);
         render_node(&mut out, snapshot);
         if let Some(dropped) = snapshot.dropped_events {
             out.family(
@@ -210,6 +220,45 @@ fn container_family<T>(
     out.family(name, help, kind);
     for (labels, item) in items {
         out.sample(&borrowed(labels), value(item));
+    }
+}
+
+/// Network families (eBPF only): traffic of the sockets each container owns.
+fn render_network(out: &mut Exposition, cgroups: &[(&Labels, NetCounters)], retransmits: bool) {
+    type Counter = (&'static str, &'static str, fn(&NetCounters) -> u64);
+    let families: [Counter; 4] = [
+        (
+            "ballast_container_network_receive_bytes_total",
+            "IP bytes (headers included) received by the container's sockets.",
+            |n| n.rx_bytes,
+        ),
+        (
+            "ballast_container_network_receive_packets_total",
+            "Packets received by the container's sockets.",
+            |n| n.rx_packets,
+        ),
+        (
+            "ballast_container_network_transmit_bytes_total",
+            "IP bytes (headers included) sent by the container's sockets.",
+            |n| n.tx_bytes,
+        ),
+        (
+            "ballast_container_network_transmit_packets_total",
+            "Packets sent by the container's sockets.",
+            |n| n.tx_packets,
+        ),
+    ];
+    for (name, help, value) in families {
+        counter_family(out, name, help, cgroups, |n| value(n) as f64);
+    }
+    if retransmits {
+        counter_family(
+            out,
+            "ballast_container_tcp_retransmits_total",
+            "TCP segments the container's sockets retransmitted (attributed to the socket's owner, also from timers).",
+            cgroups,
+            |n| n.tcp_retransmits as f64,
+        );
     }
 }
 
