@@ -9,7 +9,7 @@ use ballast::{
         cgroupfs::memory::MemoryStat,
         sample::{CgroupCpu, CgroupEntry, CgroupMemory, Mode, NodeCpu, NodeMemory, Snapshot},
     },
-    load::cpu::cpu_load,
+    load::{model::LoadModel, score::ScoreConfig, window_load},
     serve::metrics::render,
     state::{AgentState, View},
 };
@@ -89,6 +89,7 @@ fn snapshot(at_ns: u64, scale: u64) -> Snapshot {
         memory_mode: Mode::Ebpf,
         node_memory: NodeMemory {
             total_bytes: Some(64 << 30),
+            available_bytes: Some(40 << 30),
             reclaim: Some(MemoryCounters::default()),
         },
         network_mode: Mode::Ebpf,
@@ -101,8 +102,17 @@ fn snapshot(at_ns: u64, scale: u64) -> Snapshot {
 fn benches(c: &mut Criterion) {
     let before = snapshot(1_000_000_000, 1);
     let after = snapshot(2_000_000_000, 2);
-    c.bench_function("cpu_load_500_containers", |b| {
-        b.iter(|| cpu_load(&before, &after))
+    c.bench_function("window_load_500_containers", |b| {
+        b.iter(|| window_load(&before, &after))
+    });
+    let load = window_load(&before, &after).expect("a window");
+    let mut model = LoadModel::new(ScoreConfig::default());
+    let mut now = 2_000_000_000u64;
+    c.bench_function("load_scores_500_containers", |b| {
+        b.iter(|| {
+            now += 1_000_000_000;
+            model.update(&load, now)
+        })
     });
 
     let state = AgentState::new("bench".into(), Mode::Ebpf, None, 1.0);

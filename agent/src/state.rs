@@ -1,11 +1,15 @@
 //! What the agent knows right now: the last snapshot, the load of the last window and how the
 //! signals are measured. Written by the collection loop, read by the HTTP handlers.
 
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use crate::{
     collect::{ebpf::RunStatsReport, sample::Snapshot, sample::Mode},
-    load::{window_load, WindowLoad},
+    load::{
+        model::{LoadModel, Scores},
+        score::ScoreConfig,
+        window_load, WindowLoad,
+    },
 };
 
 /// One consistent view, swapped whole under the lock so readers never see half an update.
@@ -13,6 +17,8 @@ use crate::{
 pub struct View {
     pub snapshot: Option<Snapshot>,
     pub load: Option<WindowLoad>,
+    /// Load scores of the node and containers after the last window.
+    pub scores: Option<Scores>,
     pub program_stats: Option<RunStatsReport>,
     /// Collections that failed since start (the previous view stays published).
     pub failed_collections: u64,
@@ -31,6 +37,7 @@ pub struct AgentState {
     pub wait_excludes_throttling: Option<bool>,
     pub interval_seconds: f64,
     view: RwLock<View>,
+    model: Mutex<LoadModel>,
 }
 
 impl AgentState {
@@ -49,7 +56,13 @@ impl AgentState {
             wait_excludes_throttling: None,
             interval_seconds,
             view: RwLock::new(View::default()),
+            model: Mutex::new(LoadModel::new(ScoreConfig::default())),
         }
+    }
+
+    /// Replaces the scoring configuration (validated by the caller); the model starts over.
+    pub fn set_score_config(&mut self, config: ScoreConfig) {
+        self.model = Mutex::new(LoadModel::new(config));
     }
 
     /// Publishes a new snapshot; the load is computed against the previous one.
@@ -62,6 +75,13 @@ impl AgentState {
             .snapshot
             .as_ref()
             .and_then(|previous| window_load(previous, &snapshot));
+        if let Some(load) = &load {
+            let mut model = self
+                .model
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            view.scores = Some(model.update(load, snapshot.at_ns));
+        }
         view.load = load.or_else(|| view.load.take());
         view.snapshot = Some(snapshot);
         view.program_stats = program_stats;

@@ -98,7 +98,18 @@ fn metrics_and_load_document_carry_the_cpu_families() -> Result<()> {
             "no context switches of kind {kind}"
         );
     }
-    for signal in ["cpu", "memory"] {
+    // The root cgroup's memory controller files (v1 here, v2 elsewhere) are read at once, not
+    // only after the first --memory-interval.
+    assert!(
+        sample_with(
+            &scrape,
+            "ballast_container_memory_working_set_bytes",
+            &[("cgroup", "/")]
+        )
+        .is_some_and(|bytes| bytes > 0.0),
+        "working set of the root cgroup"
+    );
+    for signal in ["cpu", "memory", "network"] {
         assert_eq!(
             sample_with(
                 &scrape,

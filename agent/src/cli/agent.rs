@@ -14,6 +14,7 @@ use crate::{
         ebpf::RunStats,
         worker::{self, monotonic_ns},
     },
+    load::score::ScoreConfig,
     serve,
     state::AgentState,
 };
@@ -46,6 +47,9 @@ pub struct AgentArgs {
     /// from cgroupfs; reclaim stalls are measured in the kernel continuously.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub memory_interval: Duration,
+    /// Half-life of the load model's moving averages (the smoothed load score).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub load_half_life: Duration,
     /// Name of this node (the Downward API sets NODE_NAME in a DaemonSet).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
@@ -130,6 +134,14 @@ pub fn run(args: AgentArgs) -> Result<()> {
     state.wait_excludes_throttling = collector.wait_excludes_throttling();
     state.memory_mode = collector.memory_mode();
     state.network_mode = collector.network_mode();
+    let score_config = ScoreConfig {
+        half_life_ns: u64::try_from(args.load_half_life.as_nanos()).unwrap_or(u64::MAX),
+        ..ScoreConfig::default()
+    };
+    score_config
+        .validate()
+        .context("invalid load-model settings (--load-half-life must be above 0)")?;
+    state.set_score_config(score_config);
     let state = Arc::new(state);
     serve::metrics::describe_self_metrics(&state);
 

@@ -103,12 +103,13 @@ pub fn render(
 ) -> String {
     let cpu = &load.cpu;
     let mut out = format!(
-        "ballast top  node {}  cpu mode {}  memory mode {}  window {:.1}s\n\
+        "ballast top  node {}  cpu mode {}  memory mode {}  network mode {}  window {:.1}s\n\
          node: {} CPUs, {:.2} cores used ({:.0}%), run-queue wait {} s/s, p50 {}, p99 {}; \
          memory {}, reclaim stall {} s/s\n",
         load.node,
         load.modes.cpu.as_str(),
         load.modes.memory.as_str(),
+        load.modes.network.as_str(),
         load.window_seconds,
         cpu.cpus,
         cpu.cores_used,
@@ -119,17 +120,21 @@ pub fn render(
         opt(load.memory.total_bytes.map(|b| b as f64), bytes),
         opt(load.memory.reclaim_stall_per_second, |v| format!("{v:.3}")),
     );
+    if let Some(score) = &load.score {
+        out.push_str(&format!("node load {}\n", score.smoothed.reason));
+    }
     if let Some(reason) = &load.fallback_reason {
         out.push_str(&format!(
             "eBPF unavailable ({reason}): waits from PSI, no latency percentiles\n"
         ));
     }
     out.push('\n');
-    let fixed = 7 + 9 + 9 + 9 + 9 + 10 + 9 + 9;
+    let fixed = 7 + 9 + 9 + 9 + 9 + 10 + 9 + 9 + 9 + 9 + 6;
     let name_width = columns.saturating_sub(fixed + 1).clamp(12, 60);
     out.push_str(&format!(
-        "{:<name_width$} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8}\n",
-        "CONTAINER", "CORES", "WAIT/s", "WAIT/CPU", "P50", "P99", "THROTTLED", "WSET", "RECLM/s"
+        "{:<name_width$} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8}\n",
+        "CONTAINER", "SCORE", "CORES", "WAIT/s", "WAIT/CPU", "P50", "P99", "THROTTLED", "WSET",
+        "RECLM/s", "NET B/s", "RETX/s"
     ));
     let room = limit.unwrap_or_else(|| rows.saturating_sub(6).max(5));
     for c in load.containers.iter().take(room) {
@@ -145,8 +150,9 @@ fn row(c: &ContainerLoad, name_width: usize) -> String {
     let cpu = &c.cpu;
     let wait = cpu.runqueue_wait_per_second.or(cpu.psi_some_share);
     format!(
-        "{:<name_width$} {:>6.2} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8}\n",
+        "{:<name_width$} {:>5} {:>6.2} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8}\n",
         truncate(&c.name, name_width),
+        opt(c.score.as_ref().and_then(|s| s.smoothed.score), |v| format!("{v:.2}")),
         cpu.cores_used,
         opt(wait, |v| format!("{v:.3}")),
         opt(cpu.runqueue_wait_per_cpu_second, |v| format!("{v:.2}")),
@@ -155,6 +161,14 @@ fn row(c: &ContainerLoad, name_width: usize) -> String {
         opt(cpu.throttled_share, |v| format!("{:.0}%", v * 100.0)),
         opt(c.memory.working_set_bytes.map(|b| b as f64), bytes),
         opt(c.memory.reclaim_stall_per_second, |v| format!("{v:.3}")),
+        opt(
+            c.network
+                .receive_bytes_per_second
+                .zip(c.network.transmit_bytes_per_second)
+                .map(|(rx, tx)| rx + tx),
+            bytes
+        ),
+        opt(c.network.tcp_retransmits_per_second, |v| format!("{v:.1}")),
     )
 }
 

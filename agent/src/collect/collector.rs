@@ -112,7 +112,8 @@ pub struct Collector {
     retired_network: NetCounters,
     memory_reads: MemoryReads,
     memory_interval_ns: u64,
-    memory_total_bytes: Option<u64>,
+    /// /proc/meminfo could not be read (logged once).
+    meminfo_failed: bool,
     cpus: u32,
 }
 
@@ -170,7 +171,7 @@ impl Collector {
             retired_network: NetCounters::default(),
             memory_reads: MemoryReads::default(),
             memory_interval_ns: options.memory_interval_ns,
-            memory_total_bytes: memory_total_bytes(),
+            meminfo_failed: false,
             cpus,
         })
     }
@@ -346,10 +347,7 @@ impl Collector {
             } else {
                 Mode::Cgroupfs
             },
-            node_memory: NodeMemory {
-                total_bytes: self.memory_total_bytes,
-                reclaim: node_reclaim,
-            },
+            node_memory: self.node_memory(node_reclaim),
             network_mode: if node_network.is_some() {
                 Mode::Ebpf
             } else {
@@ -421,10 +419,7 @@ impl Collector {
             cgroups,
             node,
             memory_mode: Mode::Cgroupfs,
-            node_memory: NodeMemory {
-                total_bytes: self.memory_total_bytes,
-                reclaim: None,
-            },
+            node_memory: self.node_memory(None),
             network_mode: Mode::Unavailable,
             retransmits_counted: false,
             node_network: None,
@@ -434,9 +429,29 @@ impl Collector {
 }
 
 impl Collector {
+    /// Node memory: /proc/meminfo now, plus the reclaim totals.
+    fn node_memory(&mut self, reclaim: Option<MemoryCounters>) -> NodeMemory {
+        use procfs::Current;
+        let (total_bytes, available_bytes) = match procfs::Meminfo::current() {
+            Ok(meminfo) => (Some(meminfo.mem_total), meminfo.mem_available),
+            Err(error) => {
+                if !self.meminfo_failed {
+                    warn!(error = %error, "reading /proc/meminfo failed: node memory figures unavailable");
+                    self.meminfo_failed = true;
+                }
+                (None, None)
+            }
+        };
+        NodeMemory {
+            total_bytes,
+            available_bytes,
+            reclaim,
+        }
+    }
+
     /// Fills in the entries' memory figures: reclaim stalls from the kernel programs (`Some`
     /// when traced: a cgroup without an entry stalled 0 ns), the rest from the last cgroupfs
-    /// read, which is renewed every `memory_interval_ns`.
+    /// read, which is renewed every `memory_interval_ns` (and made at once for a new cgroup).
     fn add_memory(
         &mut self,
         cgroups: &mut BTreeMap<u64, CgroupEntry>,
@@ -448,16 +463,18 @@ impl Collector {
             .at_ns
             .is_none_or(|at| now_ns.saturating_sub(at) >= self.memory_interval_ns);
         if due {
-            let mut figures = HashMap::with_capacity(cgroups.len());
-            for id in cgroups.keys() {
-                if let Some(known) = self.known.get(id) {
-                    figures.insert(*id, read_memory(known));
-                }
-            }
             self.memory_reads = MemoryReads {
                 at_ns: Some(now_ns),
-                figures,
+                figures: HashMap::with_capacity(cgroups.len()),
             };
+        }
+        // Every cgroup when due; in between, only those seen for the first time.
+        for id in cgroups.keys() {
+            if !self.memory_reads.figures.contains_key(id) {
+                if let Some(known) = self.known.get(id) {
+                    self.memory_reads.figures.insert(*id, read_memory(known));
+                }
+            }
         }
         for (id, entry) in cgroups.iter_mut() {
             let mut memory = self.memory_reads.figures.get(id).cloned().unwrap_or_default();
@@ -508,18 +525,6 @@ fn read_memory(known: &Known) -> CgroupMemory {
             .ok()
             .flatten()
             .map(|p| p.some.total_us),
-    }
-}
-
-/// `MemTotal` of /proc/meminfo, bytes.
-fn memory_total_bytes() -> Option<u64> {
-    use procfs::Current;
-    match procfs::Meminfo::current() {
-        Ok(meminfo) => Some(meminfo.mem_total),
-        Err(error) => {
-            warn!(error = %error, "reading /proc/meminfo failed: node memory utilisation unavailable");
-            None
-        }
     }
 }
 

@@ -72,6 +72,9 @@ pub struct CgroupEntry {
 pub struct NodeMemory {
     /// `MemTotal` of /proc/meminfo.
     pub total_bytes: Option<u64>,
+    /// `MemAvailable` of /proc/meminfo (the kernel's estimate of what can be allocated without
+    /// swapping).
+    pub available_bytes: Option<u64>,
     /// Reclaim stalls of every cgroup, removed ones included (cumulative; eBPF mode only).
     pub reclaim: Option<MemoryCounters>,
 }

@@ -24,6 +24,8 @@ pub struct MemoryFigures {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeMemoryFigures {
     pub total_bytes: Option<u64>,
+    /// Total minus available: memory that cannot be handed out without reclaim or swap.
+    pub used_bytes: Option<u64>,
     pub reclaim_stall_per_second: Option<f64>,
 }
 
@@ -49,6 +51,10 @@ pub fn node_memory(before: &NodeMemory, now: &NodeMemory, window_ns: u64) -> Nod
     let stall = |m: &NodeMemory| m.reclaim.map(|r| r.reclaim_stall_ns);
     NodeMemoryFigures {
         total_bytes: now.total_bytes,
+        used_bytes: now
+            .total_bytes
+            .zip(now.available_bytes)
+            .map(|(total, available)| total.saturating_sub(available)),
         reclaim_stall_per_second: stall_rate(stall(before), stall(now), window_ns),
     }
 }

@@ -3,7 +3,10 @@
 pub mod counter;
 pub mod cpu;
 pub mod histogram;
+#[cfg(test)]
+pub mod fixtures;
 pub mod memory;
+pub mod model;
 pub mod network;
 pub mod score;
 

@@ -10,6 +10,7 @@ use crate::{
     load::{
         cpu::{CpuRates, NodeCpuRates},
         memory::{MemoryFigures, NodeMemoryFigures},
+        model::Scored,
         network::NetworkFigures,
     },
     state::{AgentState, View},
@@ -32,6 +33,8 @@ pub struct LoadResponse {
     pub cpu: NodeCpuRates,
     pub memory: NodeMemoryFigures,
     pub network: NetworkFigures,
+    /// The node's load score (smoothed and last window) with the reason for it.
+    pub score: Option<Scored>,
     /// Containers (and other cgroups with activity), most CPU-pressured first.
     pub containers: Vec<ContainerLoad>,
 }
@@ -57,6 +60,7 @@ pub struct ContainerLoad {
     pub cpu: CpuRates,
     pub memory: MemoryFigures,
     pub network: NetworkFigures,
+    pub score: Option<Scored>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -87,6 +91,10 @@ impl LoadResponse {
                     cpu: cpu.clone(),
                     memory: load.memory.get(id).cloned().unwrap_or_default(),
                     network: load.network.get(id).cloned().unwrap_or_default(),
+                    score: view
+                        .scores
+                        .as_ref()
+                        .and_then(|s| s.containers.get(id).cloned()),
                 })
             })
             .collect();
@@ -109,6 +117,7 @@ impl LoadResponse {
             cpu: load.cpu.node.clone(),
             memory: load.node_memory.clone(),
             network: load.node_network.clone(),
+            score: view.scores.as_ref().map(|s| s.node.clone()),
             containers,
         })
     }
