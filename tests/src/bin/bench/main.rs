@@ -7,6 +7,9 @@
 //! 2. Agent CPU and peak RSS with N live cgroups (each with a task waking every 100 ms), 1 s
 //!    interval, /metrics scraped every 15 s, for the eBPF path and the cgroupfs fallback
 //!    alternately in one run; plus /metrics scrape latency at that size.
+//! 3. Network: iperf3 over loopback with the agent attached divided by without, alternately,
+//!    and the packet counters' cost per packet.
+//! 4. Reclaim: the reclaim programs' cost per event under steady memcg reclaim.
 
 use std::{
     process::Command,
@@ -16,9 +19,12 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use ballast_tests::{load_bin, privileged, sample_with, wait_line, Agent, TestCgroup};
 
-struct Options {
-    storm_seconds: u64,
-    storm_rounds: usize,
+mod network;
+mod reclaim;
+
+pub(crate) struct Options {
+    pub(crate) storm_seconds: u64,
+    pub(crate) storm_rounds: usize,
     cgroups: usize,
     soak_seconds: u64,
     soak_rounds: usize,
@@ -53,21 +59,26 @@ fn main() -> Result<()> {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(String::as_str);
-    if !matches!(only, None | Some("storm") | Some("soak")) {
-        bail!("--only takes `storm` or `soak`");
+    let parts: [(&str, fn(&Options) -> Result<String>); 4] = [
+        ("storm", storm),
+        ("network", network::throughput),
+        ("reclaim", reclaim::cost),
+        ("soak", soak),
+    ];
+    if only.is_some_and(|o| parts.iter().all(|(name, _)| *name != o)) {
+        bail!("--only takes one of storm, network, reclaim, soak");
     }
     let mut report = String::new();
-    if only != Some("soak") {
-        report.push_str(&storm(&options)?);
-    }
-    if only != Some("storm") {
-        report.push_str(&soak(&options)?);
+    for (name, part) in parts {
+        if only.is_none_or(|o| o == name) {
+            report.push_str(&part(&options)?);
+        }
     }
     println!("{report}");
     Ok(())
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,
@@ -94,7 +105,7 @@ fn pingpong(seconds: u64) -> Result<f64> {
 }
 
 /// (runs, seconds) of a program from the agent's /metrics.
-fn program_counters(agent: &Agent, program: &str) -> Result<(f64, f64)> {
+pub(crate) fn program_counters(agent: &Agent, program: &str) -> Result<(f64, f64)> {
     let scrape = agent.scrape()?;
     let runs = sample_with(
         &scrape,
