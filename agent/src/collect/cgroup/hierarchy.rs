@@ -7,10 +7,13 @@
 //! cpuacct and memory controllers still live in v1 hierarchies that usually mirror the v2 paths.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     ffi::OsString,
     fs, io,
-    os::unix::{ffi::OsStringExt, fs::MetadataExt},
+    os::unix::{
+        ffi::OsStringExt,
+        fs::{DirEntryExt, MetadataExt},
+    },
     path::{Path, PathBuf},
 };
 
@@ -235,14 +238,22 @@ impl CgroupTree {
         }
         let mut tree = Self::default();
         tree.insert(meta.ino(), "/".to_string());
+        // Something mounted below the root is another filesystem, not a cgroup: never entered.
+        let mounted_below = fs::read_to_string(MOUNTINFO)
+            .map(|text| mount_points_below(&text, root))
+            .unwrap_or_default();
         // Depth-first with an explicit stack: the hierarchy's depth is not ours to bound.
         let mut pending = vec![(root.to_path_buf(), String::new())];
         while let Some((dir, relative)) = pending.pop() {
-            for (name, id) in subdirs(&dir, meta.dev()).map_err(walk_error(&dir))? {
+            for (name, id) in subdirs(&dir).map_err(walk_error(&dir))? {
+                let path = dir.join(&name);
+                if mounted_below.contains(&path) {
+                    continue;
+                }
                 // Cgroup names are practically always UTF-8; a lossy name only affects labels.
                 let child = format!("{relative}/{}", name.to_string_lossy());
                 tree.insert(id, child.clone());
-                pending.push((dir.join(&name), child));
+                pending.push((path, child));
             }
         }
         Ok(tree)
@@ -285,9 +296,19 @@ fn vanished(error: &io::Error) -> bool {
     error.kind() == io::ErrorKind::NotFound || error.raw_os_error() == Some(libc::ENODEV)
 }
 
-/// The sub-directories of `dir` on device `dev` (never crossing into another filesystem, never
-/// following symlinks) with their inode numbers; nothing if `dir` itself went away.
-fn subdirs(dir: &Path, dev: u64) -> io::Result<Vec<(OsString, u64)>> {
+/// Mount points strictly below `root`, from the text of a mountinfo file.
+fn mount_points_below(mountinfo: &str, root: &Path) -> HashSet<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split_ascii_whitespace().nth(4))
+        .map(unescape)
+        .filter(|point| point != root && point.starts_with(root))
+        .collect()
+}
+
+/// The sub-directories of `dir` (never following symlinks) with their inode numbers, all from
+/// the directory entries themselves; nothing if `dir` itself went away.
+fn subdirs(dir: &Path) -> io::Result<Vec<(OsString, u64)>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if vanished(&error) => return Ok(Vec::new()),
@@ -301,23 +322,14 @@ fn subdirs(dir: &Path, dev: u64) -> io::Result<Vec<(OsString, u64)>> {
             Err(error) if vanished(&error) => break,
             Err(error) => return Err(error),
         };
-        // The type comes with the directory entry (no syscall): a cgroup directory holds some
-        // thirty control files, and stat-ing each of them made the walk the agent's main cost.
+        // Type and inode come with the directory entry (kernfs fills both in): a cgroup
+        // directory holds some thirty control files, and stat-ing entries made the walk the
+        // agent's main cost at 500 cgroups.
         match entry.file_type() {
-            Ok(kind) if kind.is_dir() => {}
-            Ok(_) => continue,
-            Err(error) if vanished(&error) => continue,
+            Ok(kind) if kind.is_dir() => found.push((entry.file_name(), entry.ino())),
+            Ok(_) => {}
+            Err(error) if vanished(&error) => {}
             Err(error) => return Err(error),
-        }
-        // `DirEntry::metadata` does not follow symlinks; one stat per directory keeps the walk on
-        // this filesystem.
-        let meta = match entry.metadata() {
-            Ok(meta) => meta,
-            Err(error) if vanished(&error) => continue,
-            Err(error) => return Err(error),
-        };
-        if meta.is_dir() && meta.dev() == dev {
-            found.push((entry.file_name(), meta.ino()));
         }
     }
     Ok(found)
@@ -609,13 +621,24 @@ mod tests {
     }
 
     #[test]
+    fn mounts_below_the_root_are_not_cgroups() {
+        let text = "30 25 0:26 / /sys/fs/cgroup/unified rw,nosuid shared:9 - cgroup2 cgroup2 rw\n\
+                    41 30 0:40 / /sys/fs/cgroup/unified/odd\\040dir rw - tmpfs tmpfs rw\n\
+                    42 25 0:41 / /sys/fs/cgroup/unifiedx rw - tmpfs tmpfs rw\n";
+        let below = mount_points_below(text, Path::new("/sys/fs/cgroup/unified"));
+        assert_eq!(
+            below,
+            HashSet::from([PathBuf::from("/sys/fs/cgroup/unified/odd dir")])
+        );
+    }
+
+    #[test]
     fn a_directory_that_vanished_has_no_children() -> io::Result<()> {
         let tmp = tempfile::tempdir()?;
         let gone = tmp.path().join("gone");
         fs::create_dir(&gone)?;
-        let dev = fs::metadata(tmp.path())?.dev();
         fs::remove_dir(&gone)?;
-        assert_eq!(subdirs(&gone, dev)?, Vec::new());
+        assert_eq!(subdirs(&gone)?, Vec::new());
         Ok(())
     }
 

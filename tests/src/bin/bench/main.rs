@@ -59,7 +59,8 @@ fn main() -> Result<()> {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(String::as_str);
-    let parts: [(&str, fn(&Options) -> Result<String>); 4] = [
+    type Part = fn(&Options) -> Result<String>;
+    let parts: [(&str, Part); 4] = [
         ("storm", storm),
         ("network", network::throughput),
         ("reclaim", reclaim::cost),
