@@ -108,10 +108,20 @@ fn benches(c: &mut Criterion) {
     let load = window_load(&before, &after).expect("a window");
     let mut model = LoadModel::new(ScoreConfig::default());
     let mut now = 2_000_000_000u64;
-    c.bench_function("load_scores_500_containers", |b| {
+    c.bench_function("load_model_update_500_containers", |b| {
         b.iter(|| {
             now += 1_000_000_000;
             model.update(&load, now)
+        })
+    });
+    let scores = model.update(&load, now + 1_000_000_000);
+    c.bench_function("load_scores_with_reasons_500_containers", |b| {
+        b.iter(|| {
+            scores
+                .containers
+                .values()
+                .map(|c| c.scored(&scores.config))
+                .collect::<Vec<_>>()
         })
     });
 

@@ -134,6 +134,12 @@ pub fn run(args: AgentArgs) -> Result<()> {
     state.wait_excludes_throttling = collector.wait_excludes_throttling();
     state.memory_mode = collector.memory_mode();
     state.network_mode = collector.network_mode();
+    info!(
+        cpu = state.cpu_mode.as_str(),
+        memory = state.memory_mode.as_str(),
+        network = state.network_mode.as_str(),
+        "signal modes"
+    );
     let score_config = ScoreConfig {
         half_life_ns: u64::try_from(args.load_half_life.as_nanos()).unwrap_or(u64::MAX),
         ..ScoreConfig::default()

@@ -1,12 +1,17 @@
 //! The node-load model: one window's figures per container and for the node, turned into
-//! [`score::LoadInputs`], smoothed with an EWMA and scored. Pure: time is an argument.
+//! [`score::LoadInputs`] and smoothed with an EWMA on every collection; scored (with reasons)
+//! only when someone asks, because formatting 500 reasons a second would cost more than the
+//! whole collection. Pure: time is an argument.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 use super::{
-    score::{resource_loads, score, LoadInputs, LoadScore, ScoreConfig, SmoothedLoad},
+    score::{
+        resource_loads, score, LoadInputs, LoadScore, Resource, ResourceLoad, ScoreConfig,
+        SmoothedLoad,
+    },
     WindowLoad,
 };
 
@@ -17,11 +22,30 @@ pub struct Scored {
     pub raw: LoadScore,
 }
 
-/// Scores of the node and of each container (by cgroup id).
+/// The loads of one subject after a window: raw and smoothed, ready to be scored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubjectLoad {
+    pub raw: BTreeMap<Resource, ResourceLoad>,
+    pub smoothed: BTreeMap<Resource, ResourceLoad>,
+    /// Shown next to the score, never part of it.
+    pub throttled_share: Option<f64>,
+}
+
+impl SubjectLoad {
+    pub fn scored(&self, config: &ScoreConfig) -> Scored {
+        Scored {
+            smoothed: score(&self.smoothed, self.throttled_share, config),
+            raw: score(&self.raw, self.throttled_share, config),
+        }
+    }
+}
+
+/// The loads of the node and of each container (by cgroup id) after a window.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scores {
-    pub node: Scored,
-    pub containers: BTreeMap<u64, Scored>,
+    pub config: ScoreConfig,
+    pub node: SubjectLoad,
+    pub containers: BTreeMap<u64, SubjectLoad>,
 }
 
 /// What the model remembers between windows: one EWMA set per subject.
@@ -46,41 +70,36 @@ impl LoadModel {
         }
     }
 
-    /// Folds one window in at `now_ns` and scores every subject; containers that are gone
-    /// are forgotten.
+    /// Folds one window in at `now_ns`; containers that are gone are forgotten.
     pub fn update(&mut self, load: &WindowLoad, now_ns: u64) -> Scores {
-        let node_inputs = node_inputs(load);
-        let node = self.scored_node(&node_inputs, now_ns);
+        let node = smooth(&mut self.node, &node_inputs(load), now_ns);
         self.containers
             .retain(|id, _| load.cpu.cgroups.contains_key(id));
         let mut containers = BTreeMap::new();
         for id in load.cpu.cgroups.keys() {
-            let inputs = container_inputs(load, *id);
-            let loads = resource_loads(&inputs);
             let half_life = self.config.half_life_ns;
-            let smoothed = self
+            let average = self
                 .containers
                 .entry(*id)
                 .or_insert_with(|| SmoothedLoad::new(half_life));
-            smoothed.update(&loads, now_ns);
-            containers.insert(
-                *id,
-                Scored {
-                    smoothed: score(&smoothed.smoothed(), inputs.throttled_share, &self.config),
-                    raw: score(&loads, inputs.throttled_share, &self.config),
-                },
-            );
+            containers.insert(*id, smooth(average, &container_inputs(load, *id), now_ns));
         }
-        Scores { node, containers }
+        Scores {
+            config: self.config.clone(),
+            node,
+            containers,
+        }
     }
+}
 
-    fn scored_node(&mut self, inputs: &LoadInputs, now_ns: u64) -> Scored {
-        let loads = resource_loads(inputs);
-        self.node.update(&loads, now_ns);
-        Scored {
-            smoothed: score(&self.node.smoothed(), None, &self.config),
-            raw: score(&loads, None, &self.config),
-        }
+/// Updates one subject's averages with its inputs.
+fn smooth(average: &mut SmoothedLoad, inputs: &LoadInputs, now_ns: u64) -> SubjectLoad {
+    let raw = resource_loads(inputs);
+    average.update(&raw, now_ns);
+    SubjectLoad {
+        smoothed: average.smoothed(),
+        raw,
+        throttled_share: inputs.throttled_share,
     }
 }
 
@@ -164,13 +183,16 @@ mod tests {
     fn contention_ranks_containers_and_explains_the_node() {
         let mut model = LoadModel::new(ScoreConfig::default());
         let scores = model.update(&window(0), SECOND);
-        let calm = scores.containers[&1].raw.score.expect("measured");
-        let contended = scores.containers[&2].raw.score.expect("measured");
-        assert!(contended > calm, "{contended} > {calm}");
-        assert!(scores.containers[&2].raw.reason.contains("cpu"));
-        assert!(scores.node.raw.score.is_some());
+        let config = ScoreConfig::default();
+        let calm = scores.containers[&1].scored(&config).raw.score.expect("measured");
+        let contended = scores.containers[&2].scored(&config);
+        let contended_score = contended.raw.score.expect("measured");
+        assert!(contended_score > calm, "{contended_score} > {calm}");
+        assert!(contended.raw.reason.contains("cpu"));
+        let node = scores.node.scored(&config);
+        assert!(node.raw.score.is_some());
         // The first window is all the average knows.
-        assert_eq!(scores.node.smoothed, scores.node.raw);
+        assert_eq!(node.smoothed, node.raw);
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl LoadResponse {
                     score: view
                         .scores
                         .as_ref()
-                        .and_then(|s| s.containers.get(id).cloned()),
+                        .and_then(|s| Some(s.containers.get(id)?.scored(&s.config))),
                 })
             })
             .collect();
@@ -117,7 +117,7 @@ impl LoadResponse {
             cpu: load.cpu.node.clone(),
             memory: load.node_memory.clone(),
             network: load.node_network.clone(),
-            score: view.scores.as_ref().map(|s| s.node.clone()),
+            score: view.scores.as_ref().map(|s| s.node.scored(&s.config)),
             containers,
         })
     }
