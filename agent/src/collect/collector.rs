@@ -8,6 +8,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
@@ -87,6 +88,8 @@ struct Known {
     memory: Option<MemorySource>,
     /// Its cgroup v2 directory (PSI files live there in every layout).
     v2_dir: PathBuf,
+    /// Its on-CPU counter at the last removal check (eBPF mode).
+    checked_on_cpu_ns: u64,
 }
 
 /// The memory figures of the last cgroupfs read, by cgroup id.
@@ -105,6 +108,8 @@ pub struct Collector {
     tree: CgroupTree,
     known: HashMap<u64, Known>,
     last_scan_ns: Option<u64>,
+    /// eBPF mode: when quiet cgroups were last checked for removal.
+    last_removal_check_ns: Option<u64>,
     rescan_interval_ns: u64,
     /// Counts of removed cgroups, so node totals never go backwards.
     retired: NodeCpu,
@@ -165,6 +170,7 @@ impl Collector {
             tree: CgroupTree::scan(&v2_root)?,
             known: HashMap::new(),
             last_scan_ns: None,
+            last_removal_check_ns: None,
             rescan_interval_ns: options.rescan_interval_ns,
             retired: NodeCpu::default(),
             retired_memory: MemoryCounters::default(),
@@ -225,9 +231,13 @@ impl Collector {
 
     /// One collection at `now_ns` (CLOCK_MONOTONIC).
     pub fn collect(&mut self, now_ns: u64) -> Result<Snapshot, CollectError> {
-        if self
-            .last_scan_ns
-            .is_none_or(|last| now_ns.saturating_sub(last) >= self.rescan_interval_ns)
+        // cgroupfs mode reads every cgroup anyway and walks periodically; eBPF mode walks when an
+        // unknown id shows up and otherwise checks only quiet cgroups (see `drop_removed`).
+        let periodic = matches!(self.source, Source::Cgroupfs) || self.last_scan_ns.is_none();
+        if periodic
+            && self
+                .last_scan_ns
+                .is_none_or(|last| now_ns.saturating_sub(last) >= self.rescan_interval_ns)
         {
             self.rescan(now_ns)?;
         }
@@ -243,9 +253,45 @@ impl Collector {
     fn rescan(&mut self, now_ns: u64) -> Result<(), CollectError> {
         self.tree = CgroupTree::scan(&self.v2_root)?;
         self.last_scan_ns = Some(now_ns);
+        self.last_removal_check_ns = Some(now_ns);
         let tree = &self.tree;
         self.known.retain(|id, _| tree.path_of(*id).is_some());
         Ok(())
+    }
+
+    /// eBPF mode, every rescan interval: finds removed cgroups without walking the hierarchy.
+    /// A cgroup whose tasks ran since the last check is alive; only quiet ones (and ids seen in
+    /// the memory or network maps alone) are looked up, one `stat` each: gone, or a directory
+    /// with another inode, means removed. A full walk of 500 cgroups costs more than the rest of
+    /// a collection.
+    fn drop_removed(&mut self, cpu: &[(u64, CpuCounters)], others: &[u64], now_ns: u64) {
+        if self
+            .last_removal_check_ns
+            .is_some_and(|last| now_ns.saturating_sub(last) < self.rescan_interval_ns)
+        {
+            return;
+        }
+        self.last_removal_check_ns = Some(now_ns);
+        let mut quiet: Vec<u64> = Vec::new();
+        for (id, counters) in cpu {
+            match self.known.get_mut(id) {
+                Some(known) if known.checked_on_cpu_ns != counters.on_cpu_ns => {
+                    known.checked_on_cpu_ns = counters.on_cpu_ns;
+                }
+                _ => quiet.push(*id),
+            }
+        }
+        quiet.extend_from_slice(others);
+        for id in quiet {
+            let Some(path) = self.tree.path_of(id) else {
+                continue;
+            };
+            let dir = join_cgroup(&self.v2_root, path);
+            if std::fs::metadata(&dir).map(|meta| meta.ino()).ok() != Some(id) {
+                self.tree.remove(id);
+                self.known.remove(&id);
+            }
+        }
     }
 
     /// Identity and throttling source of `id`, learning them from the last walk.
@@ -262,6 +308,7 @@ impl Collector {
                     throttle,
                     memory,
                     v2_dir,
+                    checked_on_cpu_ns: 0,
                 },
             );
         }
@@ -283,6 +330,14 @@ impl Collector {
                 }
                 Source::Cgroupfs => return Ok(self.collect_cgroupfs(now_ns)),
             };
+        let others: Vec<u64> = reclaim
+            .iter()
+            .flatten()
+            .map(|(id, _)| *id)
+            .chain(network.iter().flatten().map(|(id, _)| *id))
+            .filter(|id| *id != 0)
+            .collect();
+        self.drop_removed(&counters, &others, now_ns);
         // Id 0 is "no cgroup" (a packet without a full socket): never in the tree.
         let unknown = |id: &u64| *id != 0 && self.tree.path_of(*id).is_none();
         if counters.iter().any(|(id, _)| unknown(id))

@@ -259,6 +259,13 @@ impl CgroupTree {
         Ok(tree)
     }
 
+    /// Forgets a cgroup found to be gone since the walk.
+    pub fn remove(&mut self, id: u64) {
+        if let Some(path) = self.paths.remove(&id) {
+            self.ids.remove(&path);
+        }
+    }
+
     fn insert(&mut self, id: u64, path: String) {
         self.ids.insert(path.clone(), id);
         self.paths.insert(id, path);
