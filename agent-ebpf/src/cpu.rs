@@ -40,7 +40,7 @@ use ballast_common::{wait_bucket, CpuCounters, CpuSlot, WaitState};
 
 use crate::task::{
     cgroup_of, field, global, TASK_PID_OFFSET, TASK_RUNTIME_OFFSET, TASK_RUN_DELAY_OFFSET,
-    TASK_THROTTLED_OFFSET,
+    TASK_SLICE_START_OFFSET, TASK_THROTTLED_OFFSET,
 };
 
 /// Bound of live cgroups tracked at once. Entries are allocated on first use (no prealloc) and
@@ -144,10 +144,26 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
             (false, _) => Switch::Voluntary,
         };
         let cgroup = cgroup_of(prev);
-        charge_current(ctx, slot, prev, cgroup, TaskClock::of_arg(prev), switch);
+        let clock = TaskClock::of_arg(prev);
+        if slot.base_task != prev {
+            // The switch-in of `prev` on this CPU was not seen (it happens, rarely, for reasons
+            // not understood yet): start from the runtime CFS recorded when it picked the task,
+            // so its slice is not lost. Its wait is not known and not counted.
+            slot.base_task = prev;
+            slot.base_runtime_ns = field(prev, global(&TASK_SLICE_START_OFFSET));
+            slot.base_run_delay_ns = clock.run_delay_ns;
+            slot.wait_state = WaitState::Charged as u64;
+        }
+        charge_current(ctx, slot, prev, cgroup, clock, switch);
         if throttled {
             mark_throttled(prev);
         }
+    }
+
+    // A CPU going idle may see no flush tick for a long time (the tick does not fire in idle),
+    // so it hands its pending counts over now.
+    if field::<i32>(next, global(&TASK_PID_OFFSET)) == 0 {
+        flush_pending(ctx, slot);
     }
 
     // The arriving task: its counters now are the base of its next charge, and the wait that

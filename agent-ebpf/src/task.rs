@@ -14,6 +14,9 @@ pub static TASK_PID_OFFSET: u64 = 0;
 pub static TASK_RUNTIME_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
 pub static TASK_RUN_DELAY_OFFSET: u64 = 0;
+/// `se.prev_sum_exec_runtime`: the runtime when CFS last picked the task (its slice start).
+#[unsafe(no_mangle)]
+pub static TASK_SLICE_START_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
 pub static TASK_THROTTLED_OFFSET: u64 = 0;
 /// The path from a task to its cgroup v2 id: `task_struct::cgroups` -> `css_set::dfl_cgrp` ->

@@ -164,7 +164,7 @@ pub struct CpuSlot {
     /// Counts of `pending_cgroup` not yet added to the cgroup map. Consecutive charges on a CPU
     /// very often go to the same cgroup (a task and the idle task alternating, or the tasks of
     /// one service handing work to each other), so they are summed here and moved to the map
-    /// only when the cgroup changes or the flush tick fires: one hash operation instead of one
+    /// only when the cgroup changes, the CPU goes idle or the flush tick fires: one hash operation instead of one
     /// per switch.
     pub pending: CpuCounters,
 }

@@ -171,6 +171,7 @@ impl KernelProbe {
             .override_global("TASK_PID_OFFSET", &offsets.pid, true)
             .override_global("TASK_RUNTIME_OFFSET", &offsets.runtime, true)
             .override_global("TASK_RUN_DELAY_OFFSET", &offsets.run_delay, true)
+            .override_global("TASK_SLICE_START_OFFSET", &offsets.slice_start, true)
             .override_global("TASK_THROTTLED_OFFSET", &throttled, true)
             .override_global("TASK_CGROUPS_OFFSET", &offsets.cgroups, true)
             .override_global("CSS_SET_DFL_CGRP_OFFSET", &offsets.dfl_cgrp, true)

@@ -16,6 +16,8 @@ pub struct KernelOffsets {
     pub runtime: u64,
     /// `task_struct::sched_info.run_delay`.
     pub run_delay: u64,
+    /// `task_struct::se.prev_sum_exec_runtime`.
+    pub slice_start: u64,
     /// `task_struct::throttled` (task-based CFS throttling, 6.18+).
     pub throttled: Option<u64>,
     /// `task_struct::cgroups`, then `css_set::dfl_cgrp`, `cgroup::kn` and `kernfs_node::id`: the
@@ -60,6 +62,10 @@ impl KernelOffsets {
             runtime: required(
                 nested("task_struct", "se", "sched_entity", "sum_exec_runtime")?,
                 "task_struct::se.sum_exec_runtime",
+            )?,
+            slice_start: required(
+                nested("task_struct", "se", "sched_entity", "prev_sum_exec_runtime")?,
+                "task_struct::se.prev_sum_exec_runtime",
             )?,
             run_delay: required(
                 nested("task_struct", "sched_info", "sched_info", "run_delay")?,
