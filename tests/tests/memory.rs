@@ -60,7 +60,9 @@ fn reclaim_stall_matches_psi_and_stays_with_its_cgroup() -> Result<()> {
     let mut idle = TestCgroup::new("ballast-mem-idle")?;
     let (_, mut idle_out) = idle.spawn_load(&["tick", "20"])?;
     wait_line(&mut idle_out, "ready")?;
-    let (_, mut out) = limited.spawn_load(&["reread", "4", file])?;
+    // Pinned: PSI aggregates a group's stall time over CPUs weighted by their busy time, which is
+    // exact for one CPU but not for a task that migrates.
+    let (_, mut out) = limited.spawn_load(&["reread", "4", file, "1"])?;
     wait_line(&mut out, "done")?;
     let psi = psi_memory_some_seconds(&limited.v2_dir)?;
     let family = "ballast_container_memory_reclaim_stall_seconds_total";

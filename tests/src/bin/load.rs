@@ -13,7 +13,7 @@
 //! - `tcpsend ADDR BYTES`: connect to ADDR, send BYTES, close, print `done`, stay alive until
 //!   stdin closes.
 //! - `tcpsink PORT`: accept TCP connections on PORT and read them to the end, until stdin closes.
-//! - `reread SECONDS FILE`: read FILE from start to end over and over for SECONDS, print `done`,
+//! - `reread SECONDS FILE [CPU]`: read FILE from start to end over and over for SECONDS, print `done`,
 //!   then stay alive until stdin closes. In a cgroup whose memory limit is below the file's
 //!   size, every pass evicts page cache it charged itself: steady memcg reclaim.
 
@@ -30,7 +30,7 @@ fn main() {
         (Some("tick"), Some(millis)) => tick(millis, number(3)),
         (Some("pingpong"), Some(seconds)) => pingpong(seconds, number(3)),
         (Some("reread"), Some(seconds)) => match args.get(3) {
-            Some(file) => reread(seconds, file),
+            Some(file) => pin(number(4)).and_then(|()| reread(seconds, file)),
             None => Err("reread needs a FILE".into()),
         },
         (Some("net"), Some(bytes)) => net(bytes),
@@ -40,7 +40,7 @@ fn main() {
         },
         (Some("tcpsink"), Some(port)) => tcpsink(port),
         _ => Err("usage: ballast-load busy SECONDS [CPU] | tick MILLIS [CPU] | \
-                  pingpong SECONDS [CPU] | reread SECONDS FILE | net BYTES | \
+                  pingpong SECONDS [CPU] | reread SECONDS FILE [CPU] | net BYTES | \
                   tcpsend ADDR BYTES | tcpsink PORT"
             .into()),
     };

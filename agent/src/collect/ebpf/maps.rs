@@ -89,10 +89,16 @@ impl<V: Accumulate> CgroupMap<V> {
         Ok(out)
     }
 
-    /// Forgets a removed cgroup; a key that is already gone is not an error.
+    /// Forgets a removed cgroup; a key that is not there (never was, or already gone) is not an
+    /// error. aya reports that as a failed `bpf_map_delete_elem` with ENOENT.
     pub fn remove(&mut self, id: &u64) -> Result<(), EbpfError> {
         match self.map.remove(id) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(error))
+                if error.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
             Err(source) => Err(self.error(source)),
         }
     }
