@@ -38,6 +38,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use ballast_common::{wait_bucket, CpuCounters, CpuSlot, WaitState};
 
+use crate::cgroup_map::counters_or_new;
 use crate::task::{
     cgroup_of, field, global, TASK_PID_OFFSET, TASK_RUNTIME_OFFSET, TASK_RUN_DELAY_OFFSET,
     TASK_SLICE_START_OFFSET, TASK_THROTTLED_OFFSET,
@@ -291,13 +292,7 @@ fn flush_pending<C: EbpfContext>(ctx: &C, slot: &mut CpuSlot) {
     if cgroup == 0 {
         return;
     }
-    let mut target = CGROUP_CPU.get_ptr_mut(&cgroup);
-    if target.is_none() {
-        // NOEXIST: another CPU may have created it meanwhile; then the lookup below finds it.
-        let _ = CGROUP_CPU.insert(&cgroup, &CpuCounters::default(), u64::from(BPF_NOEXIST));
-        target = CGROUP_CPU.get_ptr_mut(&cgroup);
-    }
-    match target {
+    match counters_or_new(&CGROUP_CPU, cgroup) {
         // SAFETY: valid per-CPU map value pointer for this run; only this CPU writes its copy.
         Some(target) => unsafe { &mut *target }.accumulate(&slot.pending),
         None => {

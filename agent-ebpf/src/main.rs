@@ -7,6 +7,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod cgroup_map;
 mod cpu;
 mod memory;
 mod network;

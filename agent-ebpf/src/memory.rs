@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use ballast_common::MemoryCounters;
 
-use crate::task::cgroup_of;
+use crate::{cgroup_map::counters_or_new, task::cgroup_of};
 
 /// Bound of cgroups tracked at once (user space deletes removed ones).
 const MAX_CGROUPS: u32 = 16_384;
@@ -92,13 +92,7 @@ fn try_reclaim_end(reclaimed_pages: u64) -> Result<(), i64> {
     let stall = now_ns().saturating_sub(started);
     let _ = RECLAIM_START.remove(&task);
     let cgroup = cgroup_of(task);
-    let mut counters = CGROUP_MEMORY.get_ptr_mut(&cgroup);
-    if counters.is_none() {
-        // NOEXIST: another CPU may have created it meanwhile; then the lookup below finds it.
-        let _ = CGROUP_MEMORY.insert(&cgroup, &MemoryCounters::default(), u64::from(BPF_NOEXIST));
-        counters = CGROUP_MEMORY.get_ptr_mut(&cgroup);
-    }
-    let Some(counters) = counters else {
+    let Some(counters) = counters_or_new(&CGROUP_MEMORY, cgroup) else {
         if let Some(dropped) = MEMORY_DROPPED.get_ptr_mut(0) {
             // SAFETY: valid per-CPU map value pointer for this run; only this CPU writes it.
             unsafe { *dropped += 1 };

@@ -9,7 +9,7 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    bindings::BPF_F_NO_PREALLOC,
     helpers::bpf_skb_cgroup_id,
     macros::{btf_tracepoint, cgroup_skb, map},
     maps::{PerCpuArray, PerCpuHashMap},
@@ -17,7 +17,10 @@ use aya_ebpf::{
 };
 use ballast_common::NetCounters;
 
-use crate::task::{cgroup_of_sock, field, global, SKB_TCP_GSO_SEGS_OFFSET};
+use crate::{
+    cgroup_map::counters_or_new,
+    task::{cgroup_of_sock, field, global, SKB_TCP_GSO_SEGS_OFFSET},
+};
 
 /// Bound of cgroups tracked at once (user space deletes removed ones).
 const MAX_CGROUPS: u32 = 16_384;
@@ -109,12 +112,7 @@ pub fn tcp_retransmit(ctx: BtfTracePointContext) -> i32 {
 /// in `NET_DROPPED`, so user space can say figures are incomplete).
 #[inline(always)]
 fn counters_of(cgroup: u64) -> Option<*mut NetCounters> {
-    let mut counters = CGROUP_NET.get_ptr_mut(&cgroup);
-    if counters.is_none() {
-        // NOEXIST: another CPU may have created it meanwhile; then the lookup below finds it.
-        let _ = CGROUP_NET.insert(&cgroup, &NetCounters::default(), u64::from(BPF_NOEXIST));
-        counters = CGROUP_NET.get_ptr_mut(&cgroup);
-    }
+    let counters = counters_or_new(&CGROUP_NET, cgroup);
     if counters.is_none() {
         if let Some(dropped) = NET_DROPPED.get_ptr_mut(0) {
             add(dropped, 1);
