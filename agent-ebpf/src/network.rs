@@ -68,8 +68,14 @@ fn count_packet(ctx: &SkBuffContext, direction: Direction) {
     // SAFETY: the fields of a map value pointer valid for this run.
     let (bytes_field, packets_field) = unsafe {
         match direction {
-            Direction::Ingress => (&raw mut (*counters).rx_bytes, &raw mut (*counters).rx_packets),
-            Direction::Egress => (&raw mut (*counters).tx_bytes, &raw mut (*counters).tx_packets),
+            Direction::Ingress => (
+                &raw mut (*counters).rx_bytes,
+                &raw mut (*counters).rx_packets,
+            ),
+            Direction::Egress => (
+                &raw mut (*counters).tx_bytes,
+                &raw mut (*counters).tx_packets,
+            ),
         }
     };
     add(bytes_field, bytes);

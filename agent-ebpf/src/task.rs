@@ -17,6 +17,16 @@ pub static TASK_RUN_DELAY_OFFSET: u64 = 0;
 /// `se.prev_sum_exec_runtime`: the runtime when CFS last picked the task (its slice start).
 #[unsafe(no_mangle)]
 pub static TASK_SLICE_START_OFFSET: u64 = 0;
+/// `nvcsw` and `nivcsw`: the task's switch counts, which the scheduler raises just before the
+/// `sched_switch` tracepoint of every switch-out.
+#[unsafe(no_mangle)]
+pub static TASK_NVCSW_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+pub static TASK_NIVCSW_OFFSET: u64 = 0;
+/// `policy`: which scheduling class serves the task (`prev_sum_exec_runtime` is only kept by the
+/// fair class).
+#[unsafe(no_mangle)]
+pub static TASK_POLICY_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
 pub static TASK_THROTTLED_OFFSET: u64 = 0;
 /// The path from a task to its cgroup v2 id: `task_struct::cgroups` -> `css_set::dfl_cgrp` ->
@@ -79,4 +89,3 @@ fn cgroup_id(cgroup: u64) -> u64 {
     let node: u64 = field(cgroup, global(&CGROUP_KN_OFFSET));
     field(node, global(&KERNFS_NODE_ID_OFFSET))
 }
-

@@ -4,7 +4,7 @@
 use std::sync::{Mutex, RwLock};
 
 use crate::{
-    collect::{ebpf::RunStatsReport, sample::Snapshot, sample::Mode},
+    collect::{ebpf::RunStatsReport, sample::Mode, sample::Snapshot},
     load::{
         model::{LoadModel, Scores},
         score::ScoreConfig,

@@ -140,12 +140,12 @@ impl TestCgroup {
             .to_path_buf();
         let own_v1 = own_v1_path(controller)?;
         if mirror && own_v1 != own_v2_path()? {
-            bail!("own v1 {controller} cgroup {own_v1} differs from the v2 one; cannot mirror paths");
+            bail!(
+                "own v1 {controller} cgroup {own_v1} differs from the v2 one; cannot mirror paths"
+            );
         }
         let name = self.path.rsplit('/').next().unwrap_or_default();
-        let dir = root
-            .join(own_v1.trim_start_matches('/'))
-            .join(name);
+        let dir = root.join(own_v1.trim_start_matches('/')).join(name);
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         self.v1_dirs.push(dir.clone());
         Ok(dir)
@@ -205,9 +205,9 @@ impl TestCgroup {
                 Ok(())
             });
         }
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("starting {} in the test cgroup", program.to_string_lossy()))?;
+        let mut child = command.spawn().with_context(|| {
+            format!("starting {} in the test cgroup", program.to_string_lossy())
+        })?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let pid = child.id();
         self.children.push(child);

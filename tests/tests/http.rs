@@ -166,7 +166,10 @@ fn metrics_and_load_document_carry_the_cpu_families() -> Result<()> {
     assert_eq!(load.schema, "ballast.io/load/v1");
     assert_eq!(load.runqueue_wait_excludes_throttling, Some(true));
     assert!(load.cpu.cpus >= 1);
-    assert!(load.memory.total_bytes.is_some_and(|b| b > 0), "node memory");
+    assert!(
+        load.memory.total_bytes.is_some_and(|b| b > 0),
+        "node memory"
+    );
     let row = load.containers.iter().find(|c| c.cgroup == limited.path);
     let row = row.ok_or_else(|| anyhow::anyhow!("/v1/load lists the test cgroup"))?;
     assert_eq!(

@@ -52,7 +52,9 @@ fn reclaim_stall_matches_psi_and_stays_with_its_cgroup() -> Result<()> {
     }
     let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
     let file = uncached_file(scratch.path(), 192)?;
-    let file = file.to_str().ok_or_else(|| anyhow!("non-UTF-8 temp path"))?;
+    let file = file
+        .to_str()
+        .ok_or_else(|| anyhow!("non-UTF-8 temp path"))?;
     let agent = Agent::start(&["--interval", "500ms", "--rescan-interval", "1s"])?;
 
     // 192 MiB read over and over under a 32 MiB limit: every pass reclaims the previous one.
@@ -68,13 +70,21 @@ fn reclaim_stall_matches_psi_and_stays_with_its_cgroup() -> Result<()> {
     let family = "ballast_container_memory_reclaim_stall_seconds_total";
     let stall = settled_value(&agent, family, &limited.path)?;
     let idle_stall = settled_value(&agent, family, &idle.path)?;
-    eprintln!("reclaim stall: ebpf {stall:.4} s vs PSI memory some {psi:.4} s; idle {idle_stall:.6} s");
-    assert!(stall > 0.0, "a cgroup reading past its memory limit stalls in reclaim");
+    eprintln!(
+        "reclaim stall: ebpf {stall:.4} s vs PSI memory some {psi:.4} s; idle {idle_stall:.6} s"
+    );
+    assert!(
+        stall > 0.0,
+        "a cgroup reading past its memory limit stalls in reclaim"
+    );
     assert!(
         (stall - psi).abs() <= 0.25 * psi,
         "reclaim stall {stall} s within 25 % of PSI memory some {psi} s"
     );
-    assert_eq!(idle_stall, 0.0, "an idle cgroup without a limit never reclaims");
+    assert_eq!(
+        idle_stall, 0.0,
+        "an idle cgroup without a limit never reclaims"
+    );
     agent.stop()?;
     Ok(())
 }

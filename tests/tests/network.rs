@@ -5,7 +5,9 @@
 use std::{io::BufRead, process::Command, time::Duration};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ballast_tests::{load_bin, privileged, sample_for, settled_value, wait_line, Agent, TestCgroup};
+use ballast_tests::{
+    load_bin, privileged, sample_for, settled_value, wait_line, Agent, TestCgroup,
+};
 
 /// Loopback counters printed by `ballast-load net`: (rx bytes, rx packets, tx bytes, tx packets).
 fn read_lo_line(out: &mut impl BufRead) -> Result<[f64; 4]> {
@@ -17,7 +19,9 @@ fn read_lo_line(out: &mut impl BufRead) -> Result<[f64; 4]> {
         .split_whitespace()
         .map(str::parse)
         .collect::<Result<_, _>>()?;
-    fields.try_into().map_err(|_| anyhow!("four counters expected: {line:?}"))
+    fields
+        .try_into()
+        .map_err(|_| anyhow!("four counters expected: {line:?}"))
 }
 
 #[test]
@@ -45,7 +49,10 @@ fn bytes_and_packets_match_the_namespace_loopback_per_cgroup() -> Result<()> {
         for (what, truth) in expected {
             let family = format!("ballast_container_network_{what}_total");
             let measured = settled_value(&agent, &family, &cgroup.path)?;
-            eprintln!("{}: {what} ballast {measured} vs loopback {truth}", cgroup.path);
+            eprintln!(
+                "{}: {what} ballast {measured} vs loopback {truth}",
+                cgroup.path
+            );
             assert!(
                 (measured - truth).abs() <= 0.01 * truth,
                 "{} {what}: {measured} not within 1 % of {truth}",
@@ -122,8 +129,27 @@ fn retransmits_are_charged_to_the_sending_cgroup() -> Result<()> {
     // Sender namespace --veth-- receiver namespace, which drops 10 % of incoming data segments.
     let sender_ns = Netns::new("ballast-tx")?;
     let receiver_ns = Netns::new("ballast-rx")?;
-    let (a, b) = (format!("bta{}", std::process::id() % 100_000), format!("btb{}", std::process::id() % 100_000));
-    run("ip", &["link", "add", &a, "netns", &sender_ns.0, "type", "veth", "peer", "name", &b, "netns", &receiver_ns.0])?;
+    let (a, b) = (
+        format!("bta{}", std::process::id() % 100_000),
+        format!("btb{}", std::process::id() % 100_000),
+    );
+    run(
+        "ip",
+        &[
+            "link",
+            "add",
+            &a,
+            "netns",
+            &sender_ns.0,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &b,
+            "netns",
+            &receiver_ns.0,
+        ],
+    )?;
     sender_ns.exec("ip", &["addr", "add", "10.231.0.1/24", "dev", &a])?;
     receiver_ns.exec("ip", &["addr", "add", "10.231.0.2/24", "dev", &b])?;
     for (ns, dev) in [(&sender_ns, &a), (&receiver_ns, &b)] {
@@ -150,7 +176,15 @@ fn retransmits_are_charged_to_the_sending_cgroup() -> Result<()> {
     let mut sender = TestCgroup::new("ballast-net-tx")?;
     let (_, mut tx_out) = sender.spawn(
         "ip".as_ref(),
-        &["netns", "exec", &sender_ns.0, load, "tcpsend", "10.231.0.2:5201", "8000000"],
+        &[
+            "netns",
+            "exec",
+            &sender_ns.0,
+            load,
+            "tcpsend",
+            "10.231.0.2:5201",
+            "8000000",
+        ],
     )?;
     wait_line(&mut tx_out, "done")?;
     let truth = retrans_segs(&sender_ns)? - before;
@@ -159,14 +193,20 @@ fn retransmits_are_charged_to_the_sending_cgroup() -> Result<()> {
     let receiver_counted = sample_for(&agent.scrape()?, family, &receiver.path, &[]).unwrap_or(0.0);
     eprintln!("retransmits: sender {counted}, receiver {receiver_counted}, RetransSegs {truth}");
     assert!(truth > 0.0, "10 % loss must cause retransmissions");
-    assert!(counted > 0.0, "the sending cgroup's retransmissions are counted");
+    assert!(
+        counted > 0.0,
+        "the sending cgroup's retransmissions are counted"
+    );
     // Both count segments of successful retransmissions in the sender's namespace, which only
     // this test's sender uses.
     assert!(
         (counted - truth).abs() <= 0.05 * truth,
         "retransmitted segments {counted} within 5 % of RetransSegs {truth}"
     );
-    assert_eq!(receiver_counted, 0.0, "the receiver sends only ACKs and never retransmits");
+    assert_eq!(
+        receiver_counted, 0.0,
+        "the receiver sends only ACKs and never retransmits"
+    );
     std::thread::sleep(Duration::from_millis(10));
     agent.stop()?;
     Ok(())

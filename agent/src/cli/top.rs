@@ -133,8 +133,18 @@ pub fn render(
     let name_width = columns.saturating_sub(fixed + 1).clamp(12, 60);
     out.push_str(&format!(
         "{:<name_width$} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8}\n",
-        "CONTAINER", "SCORE", "CORES", "WAIT/s", "WAIT/CPU", "P50", "P99", "THROTTLED", "WSET",
-        "RECLM/s", "NET B/s", "RETX/s"
+        "CONTAINER",
+        "SCORE",
+        "CORES",
+        "WAIT/s",
+        "WAIT/CPU",
+        "P50",
+        "P99",
+        "THROTTLED",
+        "WSET",
+        "RECLM/s",
+        "NET B/s",
+        "RETX/s"
     ));
     let room = limit.unwrap_or_else(|| rows.saturating_sub(6).max(5));
     for c in load.containers.iter().take(room) {
@@ -152,7 +162,10 @@ fn row(c: &ContainerLoad, name_width: usize) -> String {
     format!(
         "{:<name_width$} {:>5} {:>6.2} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8}\n",
         truncate(&c.name, name_width),
-        opt(c.score.as_ref().and_then(|s| s.smoothed.score), |v| format!("{v:.2}")),
+        opt(
+            c.score.as_ref().and_then(|s| s.smoothed.score),
+            |v| format!("{v:.2}")
+        ),
         cpu.cores_used,
         opt(wait, |v| format!("{v:.3}")),
         opt(cpu.runqueue_wait_per_cpu_second, |v| format!("{v:.2}")),

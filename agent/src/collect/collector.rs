@@ -358,7 +358,12 @@ impl Collector {
             split_live(entries, &self.tree, &mut self.retired_memory, &mut gone_ids)
         });
         let network = network.map(|entries| {
-            split_live(entries, &self.tree, &mut self.retired_network, &mut gone_ids)
+            split_live(
+                entries,
+                &self.tree,
+                &mut self.retired_network,
+                &mut gone_ids,
+            )
         });
         if !gone_ids.is_empty() {
             if let Source::Ebpf(probe) = &mut self.source {
@@ -532,7 +537,12 @@ impl Collector {
             }
         }
         for (id, entry) in cgroups.iter_mut() {
-            let mut memory = self.memory_reads.figures.get(id).cloned().unwrap_or_default();
+            let mut memory = self
+                .memory_reads
+                .figures
+                .get(id)
+                .cloned()
+                .unwrap_or_default();
             memory.reclaim = reclaim.map(|live| live.get(id).copied().unwrap_or_default());
             entry.memory = memory;
         }

@@ -2,9 +2,9 @@
 
 pub mod counter;
 pub mod cpu;
-pub mod histogram;
 #[cfg(test)]
 pub mod fixtures;
+pub mod histogram;
 pub mod memory;
 pub mod model;
 pub mod network;
@@ -47,7 +47,10 @@ pub fn window_load(previous: &Snapshot, current: &Snapshot) -> Option<WindowLoad
         .filter_map(|id| {
             let before = previous.cgroups.get(id)?.network.as_ref();
             let now = current.cgroups.get(id)?.network.as_ref();
-            Some((*id, network::network_figures(before, now, window_ns, retransmits)))
+            Some((
+                *id,
+                network::network_figures(before, now, window_ns, retransmits),
+            ))
         })
         .collect();
     Some(WindowLoad {

@@ -184,7 +184,11 @@ mod tests {
         let mut model = LoadModel::new(ScoreConfig::default());
         let scores = model.update(&window(0), SECOND);
         let config = ScoreConfig::default();
-        let calm = scores.containers[&1].scored(&config).raw.score.expect("measured");
+        let calm = scores.containers[&1]
+            .scored(&config)
+            .raw
+            .score
+            .expect("measured");
         let contended = scores.containers[&2].scored(&config);
         let contended_score = contended.raw.score.expect("measured");
         assert!(contended_score > calm, "{contended_score} > {calm}");

@@ -11,8 +11,8 @@ use super::exposition::{Exposition, MetricKind};
 use crate::{
     collect::{
         cgroup::identity::{Identity, QosClass, Workload},
-        cgroupfs::Throttling,
         cgroupfs::memory::MemoryStat,
+        cgroupfs::Throttling,
         sample::{CgroupCpu, CgroupMemory, Mode, Snapshot},
     },
     load::histogram::{bucket_upper_bounds_seconds, coarse_upper_bounds_seconds, coarsen},
@@ -113,11 +113,15 @@ pub fn render(view: &View, self_metrics: &PrometheusHandle) -> String {
             .values()
             .map(|entry| container_labels(&entry.identity))
             .collect();
-        let cpu: Vec<(&Labels, &CgroupCpu)> =
-            labels.iter().zip(snapshot.cgroups.values().map(|e| &e.cpu)).collect();
+        let cpu: Vec<(&Labels, &CgroupCpu)> = labels
+            .iter()
+            .zip(snapshot.cgroups.values().map(|e| &e.cpu))
+            .collect();
         render_containers(&mut out, &cpu);
-        let memory: Vec<(&Labels, &CgroupMemory)> =
-            labels.iter().zip(snapshot.cgroups.values().map(|e| &e.memory)).collect();
+        let memory: Vec<(&Labels, &CgroupMemory)> = labels
+            .iter()
+            .zip(snapshot.cgroups.values().map(|e| &e.memory))
+            .collect();
         render_memory(&mut out, &memory);
         let network: Vec<(&Labels, NetCounters)> = labels
             .iter()
@@ -298,7 +302,9 @@ fn render_memory(out: &mut Exposition, cgroups: &[(&Labels, &CgroupMemory)]) {
         ),
     ];
     for (name, help, value) in gauges {
-        container_family(out, name, help, MetricKind::Gauge, &stat, |s| value(s) as f64);
+        container_family(out, name, help, MetricKind::Gauge, &stat, |s| {
+            value(s) as f64
+        });
     }
     counter_family(
         out,

@@ -39,10 +39,12 @@ fn main() {
             _ => Err("tcpsend needs ADDR BYTES".into()),
         },
         (Some("tcpsink"), Some(port)) => tcpsink(port),
-        _ => Err("usage: ballast-load busy SECONDS [CPU] | tick MILLIS [CPU] | \
+        _ => Err(
+            "usage: ballast-load busy SECONDS [CPU] | tick MILLIS [CPU] | \
                   pingpong SECONDS [CPU] | reread SECONDS FILE [CPU] | net BYTES | \
                   tcpsend ADDR BYTES | tcpsink PORT"
-            .into()),
+                .into(),
+        ),
     };
     if let Err(err) = result {
         eprintln!("ballast-load: {err}");
@@ -100,7 +102,10 @@ fn net(bytes: u64) -> Result<(), String> {
     use std::net::{TcpListener, TcpStream, UdpSocket};
     // SAFETY: unshare only changes this (single-threaded, so far) process's namespaces.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        return Err(format!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        ));
     }
     loopback_up()?;
     let err = |e: std::io::Error| e.to_string();
@@ -113,7 +118,10 @@ fn net(bytes: u64) -> Result<(), String> {
     let mut conn = TcpStream::connect(addr).map_err(err)?;
     send_bytes(&mut conn, bytes)?;
     drop(conn);
-    let received = sink.join().map_err(|_| "sink panicked".to_string())?.map_err(err)?;
+    let received = sink
+        .join()
+        .map_err(|_| "sink panicked".to_string())?
+        .map_err(err)?;
     if received != bytes {
         return Err(format!("TCP sink got {received} of {bytes} bytes"));
     }
@@ -122,7 +130,8 @@ fn net(bytes: u64) -> Result<(), String> {
     let datagram = [0x42u8; 1000];
     let mut buffer = [0u8; 2048];
     for _ in 0..bytes / 1000 {
-        tx.send_to(&datagram, rx.local_addr().map_err(err)?).map_err(err)?;
+        tx.send_to(&datagram, rx.local_addr().map_err(err)?)
+            .map_err(err)?;
         rx.recv(&mut buffer).map_err(err)?;
     }
     let dev = std::fs::read_to_string("/proc/self/net/dev").map_err(err)?;
@@ -155,7 +164,11 @@ fn loopback_up() -> Result<(), String> {
         };
         let error = std::io::Error::last_os_error();
         libc::close(fd);
-        if ok { Ok(()) } else { Err(format!("bringing lo up: {error}")) }
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("bringing lo up: {error}"))
+        }
     }
 }
 
@@ -173,7 +186,8 @@ fn send_bytes(conn: &mut impl Write, bytes: u64) -> Result<(), String> {
 fn tcpsend(addr: &str, bytes: u64) -> Result<(), String> {
     let mut conn = std::net::TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
     send_bytes(&mut conn, bytes)?;
-    conn.shutdown(std::net::Shutdown::Write).map_err(|e| e.to_string())?;
+    conn.shutdown(std::net::Shutdown::Write)
+        .map_err(|e| e.to_string())?;
     // Wait for the peer's close, so every byte was acknowledged (retransmissions included).
     let mut sink = [0u8; 64];
     while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
@@ -181,7 +195,8 @@ fn tcpsend(addr: &str, bytes: u64) -> Result<(), String> {
 }
 
 fn tcpsink(port: u64) -> Result<(), String> {
-    let listener = std::net::TcpListener::bind(("0.0.0.0", port as u16)).map_err(|e| e.to_string())?;
+    let listener =
+        std::net::TcpListener::bind(("0.0.0.0", port as u16)).map_err(|e| e.to_string())?;
     std::thread::spawn(move || {
         for mut conn in listener.incoming().flatten() {
             let _ = std::io::copy(&mut conn, &mut std::io::sink());

@@ -50,7 +50,11 @@ fn single_number(text: &str) -> Result<u64, ParseError> {
 pub fn parse_v2(current: &str, stat: &str, events: Option<&str>) -> Result<MemoryStat, ParseError> {
     let usage_bytes = single_number(current)?;
     let events = match events {
-        Some(text) => (keyed(text, "oom_kill")?, keyed(text, "max")?, keyed(text, "high")?),
+        Some(text) => (
+            keyed(text, "oom_kill")?,
+            keyed(text, "max")?,
+            keyed(text, "high")?,
+        ),
         None => (None, None, None),
     };
     Ok(MemoryStat {
@@ -170,7 +174,12 @@ mod tests {
     #[test]
     fn what_the_kernel_does_not_say_stays_unknown() -> Result<(), ParseError> {
         // Before 4.13 v1 oom_control had no oom_kill line; the root has no memory.events.
-        let stat = parse_v1("100\n", STAT_V1, Some("oom_kill_disable 0\nunder_oom 0\n"), None)?;
+        let stat = parse_v1(
+            "100\n",
+            STAT_V1,
+            Some("oom_kill_disable 0\nunder_oom 0\n"),
+            None,
+        )?;
         assert_eq!((stat.oom_kills, stat.limit_hits), (None, None));
         assert_eq!(parse_v2("100\n", STAT_V2, None)?.oom_kills, None);
         Ok(())
@@ -203,7 +212,10 @@ mod tests {
         std::fs::create_dir_all(&v1)?;
         assert_eq!(source(&v2, Some(v1.clone())), None);
         std::fs::write(v1.join("memory.usage_in_bytes"), "1\n")?;
-        assert_eq!(source(&v2, Some(v1.clone())), Some(MemorySource::V1(v1.clone())));
+        assert_eq!(
+            source(&v2, Some(v1.clone())),
+            Some(MemorySource::V1(v1.clone()))
+        );
         std::fs::write(v2.join("memory.current"), "1\n")?;
         assert_eq!(source(&v2, Some(v1)), Some(MemorySource::V2(v2.clone())));
         Ok(())

@@ -115,7 +115,6 @@ pub enum EbpfError {
     },
 }
 
-
 /// The attached kernel programs and their maps. Dropping it detaches everything.
 pub struct KernelProbe {
     ebpf: Ebpf,
@@ -172,6 +171,9 @@ impl KernelProbe {
             .override_global("TASK_RUNTIME_OFFSET", &offsets.runtime, true)
             .override_global("TASK_RUN_DELAY_OFFSET", &offsets.run_delay, true)
             .override_global("TASK_SLICE_START_OFFSET", &offsets.slice_start, true)
+            .override_global("TASK_NVCSW_OFFSET", &offsets.voluntary_switches, true)
+            .override_global("TASK_NIVCSW_OFFSET", &offsets.involuntary_switches, true)
+            .override_global("TASK_POLICY_OFFSET", &offsets.policy, true)
             .override_global("TASK_THROTTLED_OFFSET", &throttled, true)
             .override_global("TASK_CGROUPS_OFFSET", &offsets.cgroups, true)
             .override_global("CSS_SET_DFL_CGRP_OFFSET", &offsets.dfl_cgrp, true)
@@ -224,7 +226,8 @@ impl KernelProbe {
         };
         let retransmits = network.is_some()
             && offsets.sock_cgroup.is_some()
-            && match attach_tracepoint(&mut ebpf, &btf, RETRANSMIT_PROGRAM.0, RETRANSMIT_PROGRAM.1) {
+            && match attach_tracepoint(&mut ebpf, &btf, RETRANSMIT_PROGRAM.0, RETRANSMIT_PROGRAM.1)
+            {
                 Ok(()) => true,
                 Err(err) => {
                     warn!(signal = "network", error = %err, "TCP retransmissions cannot be counted");
@@ -447,4 +450,3 @@ where
         detail: err.to_string(),
     })
 }
-

@@ -18,6 +18,11 @@ pub struct KernelOffsets {
     pub run_delay: u64,
     /// `task_struct::se.prev_sum_exec_runtime`.
     pub slice_start: u64,
+    /// `task_struct::nvcsw` and `nivcsw`: the task's voluntary and involuntary switch counts.
+    pub voluntary_switches: u64,
+    pub involuntary_switches: u64,
+    /// `task_struct::policy`.
+    pub policy: u64,
     /// `task_struct::throttled` (task-based CFS throttling, 6.18+).
     pub throttled: Option<u64>,
     /// `task_struct::cgroups`, then `css_set::dfl_cgrp`, `cgroup::kn` and `kernfs_node::id`: the
@@ -71,6 +76,9 @@ impl KernelOffsets {
                 nested("task_struct", "sched_info", "sched_info", "run_delay")?,
                 "task_struct::sched_info.run_delay",
             )?,
+            voluntary_switches: member("task_struct", "nvcsw", "task_struct::nvcsw")?,
+            involuntary_switches: member("task_struct", "nivcsw", "task_struct::nivcsw")?,
+            policy: member("task_struct", "policy", "task_struct::policy")?,
             throttled: member_offset(data, "task_struct", "throttled")?,
             cgroups: member("task_struct", "cgroups", "task_struct::cgroups")?,
             dfl_cgrp: member("css_set", "dfl_cgrp", "css_set::dfl_cgrp")?,
@@ -103,7 +111,15 @@ mod tests {
         assert!(offsets.pid > 0 && offsets.runtime > 0 && offsets.run_delay > 0);
         assert!(offsets.throttled.is_some(), "6.18 flags throttled tasks");
         assert!(offsets.sock_cgroup.is_some(), "sockets carry their cgroup");
-        let fields = [offsets.pid, offsets.runtime, offsets.run_delay, offsets.cgroups];
-        assert!(fields.iter().all(|f| *f < 16 * 1024), "offsets inside task_struct");
+        let fields = [
+            offsets.pid,
+            offsets.runtime,
+            offsets.run_delay,
+            offsets.cgroups,
+        ];
+        assert!(
+            fields.iter().all(|f| *f < 16 * 1024),
+            "offsets inside task_struct"
+        );
     }
 }

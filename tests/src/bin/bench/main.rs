@@ -133,10 +133,17 @@ fn storm_with_agent(options: &Options, args: &[&str]) -> Result<(f64, Vec<(f64, 
     let agent = Agent::start(&all)?;
     std::thread::sleep(Duration::from_millis(1500));
     let counters = |agent: &Agent| -> Result<Vec<(f64, f64)>> {
-        PROGRAMS.iter().map(|p| program_counters(agent, p)).collect()
+        PROGRAMS
+            .iter()
+            .map(|p| program_counters(agent, p))
+            .collect()
     };
     let measure_costs = args.contains(&"always");
-    let before = if measure_costs { counters(&agent)? } else { Vec::new() };
+    let before = if measure_costs {
+        counters(&agent)?
+    } else {
+        Vec::new()
+    };
     let rate = pingpong(options.storm_seconds)?;
     let deltas = if measure_costs {
         std::thread::sleep(Duration::from_millis(1500));

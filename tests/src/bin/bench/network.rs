@@ -18,7 +18,15 @@ fn iperf3(seconds: u64) -> Result<f64> {
         .context("starting iperf3 (installed by `cargo xtask setup`)")?;
     std::thread::sleep(Duration::from_millis(300));
     let output = Command::new("iperf3")
-        .args(["-c", "127.0.0.1", "-p", PORT, "-t", &seconds.to_string(), "-J"])
+        .args([
+            "-c",
+            "127.0.0.1",
+            "-p",
+            PORT,
+            "-t",
+            &seconds.to_string(),
+            "-J",
+        ])
         .output()?;
     let _ = server.wait();
     if !output.status.success() {
@@ -42,7 +50,10 @@ pub fn throughput(options: &Options) -> Result<String> {
         let agent = Agent::start(&["--interval", "1s", "--bpf-stats", "always"])?;
         std::thread::sleep(Duration::from_millis(1500));
         let counters = |agent: &Agent| -> Result<Vec<(f64, f64)>> {
-            PROGRAMS.iter().map(|p| program_counters(agent, p)).collect()
+            PROGRAMS
+                .iter()
+                .map(|p| program_counters(agent, p))
+                .collect()
         };
         let start = counters(&agent)?;
         let with = iperf3(seconds)?;

@@ -14,7 +14,9 @@ const MIB: u64 = 1 << 20;
 pub fn cost(options: &Options) -> Result<String> {
     // Next to the binary, on disk: page cache of tmpfs could not be reclaimed.
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().ok_or_else(|| anyhow!("bench binary has no directory"))?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| anyhow!("bench binary has no directory"))?;
     let scratch = tempfile::tempdir_in(dir)?;
     let path = scratch.path().join("reread.bin");
     let mut file = std::fs::File::create(&path)?;
@@ -25,7 +27,9 @@ pub fn cost(options: &Options) -> Result<String> {
     file.sync_all()?;
     // SAFETY: drops the clean page-cache pages of this one file, which this function owns.
     unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    let path = path.to_str().ok_or_else(|| anyhow!("non-UTF-8 temp path"))?;
+    let path = path
+        .to_str()
+        .ok_or_else(|| anyhow!("non-UTF-8 temp path"))?;
     let agent = Agent::start(&["--interval", "1s", "--bpf-stats", "always"])?;
     std::thread::sleep(Duration::from_millis(1500));
     let mut costs: Vec<Vec<f64>> = vec![Vec::new(); PROGRAMS.len()];
@@ -35,8 +39,10 @@ pub fn cost(options: &Options) -> Result<String> {
             .iter()
             .map(|p| program_counters(&agent, p))
             .collect::<Result<_>>()?;
-        let mut cgroup = TestCgroup::new("ballast-bench-reclaim")?.with_v1_memory_limit(32 * MIB)?;
-        let (_, mut out) = cgroup.spawn_load(&["reread", &options.storm_seconds.to_string(), path])?;
+        let mut cgroup =
+            TestCgroup::new("ballast-bench-reclaim")?.with_v1_memory_limit(32 * MIB)?;
+        let (_, mut out) =
+            cgroup.spawn_load(&["reread", &options.storm_seconds.to_string(), path])?;
         wait_line(&mut out, "done")?;
         drop(cgroup);
         std::thread::sleep(Duration::from_millis(1200));
