@@ -42,6 +42,8 @@ fn snapshot(at_ns: u64, scale: u64) -> Snapshot {
             runqueue: Some(counters),
             psi_some_us: None,
             throttling: None,
+            // Every other container has a CPU limit, as on a typical node.
+            limit_millicores: (i % 2 == 0).then_some(500),
         };
         cgroups.insert(
             10_000 + i,
@@ -63,6 +65,7 @@ fn snapshot(at_ns: u64, scale: u64) -> Snapshot {
                         oom_kills: Some(0),
                         limit_hits: Some(0),
                         high_events: None,
+                        limit_bytes: Some((i + 1) << 25),
                     }),
                     psi_some_us: Some(i * scale),
                 },

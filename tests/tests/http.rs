@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use ballast::load::score::Resource;
 use ballast_tests::{eventually, privileged, sample_with, wait_line, Agent, TestCgroup};
 use prometheus_parse::Value;
 
@@ -172,6 +173,25 @@ fn metrics_and_load_document_carry_the_cpu_families() -> Result<()> {
     );
     let row = load.containers.iter().find(|c| c.cgroup == limited.path);
     let row = row.ok_or_else(|| anyhow::anyhow!("/v1/load lists the test cgroup"))?;
+    assert_eq!(
+        sample_with(
+            &scrape,
+            "ballast_container_cpu_limit_cores",
+            &[("cgroup", path)]
+        ),
+        Some(0.1),
+        "a 10 ms per 100 ms quota is a 0.1-core limit"
+    );
+    assert_eq!(row.cpu.limit_cores, Some(0.1));
+    let utilisation = row
+        .score
+        .as_ref()
+        .and_then(|s| s.raw.per_resource.get(&Resource::Cpu))
+        .and_then(|r| r.utilisation);
+    assert!(
+        utilisation.is_some_and(|u| u > 0.5),
+        "utilisation is against the container's own limit: {utilisation:?}"
+    );
     assert_eq!(
         row.memory.reclaim_stall_per_second,
         Some(0.0),

@@ -85,6 +85,8 @@ enum ThrottleSource {
 struct Known {
     identity: Identity,
     throttle: Option<ThrottleSource>,
+    /// Its CPU quota as a limit, millicores (read when the cgroup is first seen).
+    cpu_limit_millicores: Option<u64>,
     memory: Option<MemorySource>,
     /// Its cgroup v2 directory (PSI files live there in every layout).
     v2_dir: PathBuf,
@@ -298,7 +300,8 @@ impl Collector {
     fn learn(&mut self, id: u64) -> Option<&Known> {
         if !self.known.contains_key(&id) {
             let path = self.tree.path_of(id)?.to_string();
-            let throttle = throttle_source(&self.mounts, &self.v2_root, &path);
+            let (throttle, cpu_limit_millicores) =
+                throttle_source(&self.mounts, &self.v2_root, &path).unzip();
             let v2_dir = join_cgroup(&self.v2_root, &path);
             let memory = memory::source(&v2_dir, hierarchy::v1_dir(&self.mounts, "memory", &path));
             self.known.insert(
@@ -306,6 +309,7 @@ impl Collector {
                 Known {
                     identity: identify(&path),
                     throttle,
+                    cpu_limit_millicores,
                     memory,
                     v2_dir,
                     checked_on_cpu_ns: 0,
@@ -608,6 +612,7 @@ fn entry(
             runqueue,
             psi_some_us,
             throttling,
+            limit_millicores: known.cpu_limit_millicores,
         },
         memory: CgroupMemory::default(),
         network: None,
@@ -622,14 +627,25 @@ fn retire(retired: &mut NodeCpu, counters: &CpuCounters) {
         .accumulate(counters);
 }
 
-fn throttle_source(mounts: &Mounts, v2_root: &Path, path: &str) -> Option<ThrottleSource> {
+/// Where the throttling counters of a cgroup with a CPU quota of its own are, and the quota as a
+/// limit in millicores; `None` without a quota.
+fn throttle_source(mounts: &Mounts, v2_root: &Path, path: &str) -> Option<(ThrottleSource, u64)> {
     let v2 = join_cgroup(v2_root, path);
     if let Ok(max) = std::fs::read_to_string(v2.join("cpu.max")) {
-        return cgroupfs::cpu_quota_v2(&max).map(|_| ThrottleSource::V2(v2));
+        let (quota, period) = cgroupfs::cpu_quota_v2(&max)?;
+        return Some((
+            ThrottleSource::V2(v2),
+            cgroupfs::quota_millicores(quota, period)?,
+        ));
     }
     let v1 = hierarchy::v1_dir(mounts, "cpu", path)?;
-    let quota = std::fs::read_to_string(v1.join("cpu.cfs_quota_us")).ok()?;
-    cgroupfs::cpu_quota_v1(&quota).map(|_| ThrottleSource::V1(v1))
+    let read = |file: &str| std::fs::read_to_string(v1.join(file)).ok();
+    let quota = cgroupfs::cpu_quota_v1(&read("cpu.cfs_quota_us")?)?;
+    let period = read("cpu.cfs_period_us")?.trim().parse().ok()?;
+    Some((
+        ThrottleSource::V1(v1),
+        cgroupfs::quota_millicores(quota, period)?,
+    ))
 }
 
 fn read_throttling(source: &ThrottleSource) -> Option<Throttling> {

@@ -44,6 +44,8 @@ pub struct CgroupCpu {
     pub psi_some_us: Option<u64>,
     /// CFS bandwidth throttling, only for cgroups with a CPU quota of their own.
     pub throttling: Option<Throttling>,
+    /// Its CPU limit (CFS quota / period) in millicores, when it has a quota of its own.
+    pub limit_millicores: Option<u64>,
 }
 
 /// Memory figures of one cgroup.

@@ -39,6 +39,8 @@ pub struct CpuRates {
     pub throttled_per_second: Option<f64>,
     /// PSI cpu "some" share of time (cgroupfs mode): contention and throttling together.
     pub psi_some_share: Option<f64>,
+    /// Its CPU limit (CFS quota), cores; `None` without one.
+    pub limit_cores: Option<f64>,
 }
 
 /// Node-wide CPU load over the window.
@@ -176,6 +178,7 @@ fn cgroup_rates(before: &CgroupCpu, now: &CgroupCpu, window_ns: u64) -> Option<C
         }),
         throttled_per_second: seconds(throttle.and_then(|(_, _, ns)| per_second(ns))),
         psi_some_share: psi,
+        limit_cores: now.limit_millicores.map(|m| m as f64 / 1000.0),
     })
 }
 
@@ -265,6 +268,7 @@ mod tests {
             runqueue: None,
             psi_some_us: Some(psi),
             throttling: None,
+            limit_millicores: None,
         };
         let mut before = snapshot(0, vec![(2, cpu(0, 0))]);
         let mut after = snapshot(1_000_000_000, vec![(2, cpu(1_000_000_000, 250_000))]);

@@ -58,5 +58,6 @@ pub fn ebpf_cpu(on_cpu_ns: u64, wait_ns: u64, waits_in_bucket_5: u64) -> CgroupC
         runqueue: Some(c),
         psi_some_us: None,
         throttling: None,
+        limit_millicores: None,
     }
 }

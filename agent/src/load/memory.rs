@@ -18,6 +18,8 @@ pub struct MemoryFigures {
     pub reclaim_stall_per_second: Option<f64>,
     /// OOM kills in the cgroup since it was created.
     pub oom_kills_total: Option<u64>,
+    /// Its memory limit; `None` when unlimited or not read.
+    pub limit_bytes: Option<u64>,
 }
 
 /// Node-wide memory figures.
@@ -43,6 +45,7 @@ pub fn cgroup_memory(before: &CgroupMemory, now: &CgroupMemory, window_ns: u64) 
         cache_bytes: now.stat.map(|s| s.cache_bytes),
         reclaim_stall_per_second: stall_rate(stall(before), stall(now), window_ns),
         oom_kills_total: now.stat.and_then(|s| s.oom_kills),
+        limit_bytes: now.stat.and_then(|s| s.limit_bytes),
     }
 }
 

@@ -133,19 +133,25 @@ fn node_inputs(load: &WindowLoad) -> LoadInputs {
     }
 }
 
-/// A container's inputs. Its limits are not known here, so its utilisation is its share of the
-/// node (cores over the node's CPUs, working set over the node's memory).
+/// A container's inputs. Its utilisation is against its own limits (CFS quota, memory limit)
+/// where it has them, else against the node (cores over the node's CPUs, working set over the
+/// node's memory): an unlimited container can use the whole node.
 fn container_inputs(load: &WindowLoad, id: u64) -> LoadInputs {
     let cpu = load.cpu.cgroups.get(&id);
     let memory = load.memory.get(&id);
     let network = load.network.get(&id);
     LoadInputs {
         cores_used: cpu.map(|c| c.cores_used),
-        cores_allocatable: Some(f64::from(load.cpu.node.cpus)),
+        cores_allocatable: cpu
+            .and_then(|c| c.limit_cores)
+            .or(Some(f64::from(load.cpu.node.cpus))),
         runqueue_wait_per_cpu_second: cpu.and_then(|c| c.runqueue_wait_per_cpu_second),
         throttled_share: cpu.and_then(|c| c.throttled_share),
         working_set_bytes: memory.and_then(|m| m.working_set_bytes).map(|b| b as f64),
-        memory_allocatable_bytes: load.node_memory.total_bytes.map(|b| b as f64),
+        memory_allocatable_bytes: memory
+            .and_then(|m| m.limit_bytes)
+            .or(load.node_memory.total_bytes)
+            .map(|b| b as f64),
         reclaim_stall_per_second: memory.and_then(|m| m.reclaim_stall_per_second),
         network_bytes_per_second: network
             .and_then(|n| sum(n.receive_bytes_per_second, n.transmit_bytes_per_second)),
@@ -208,5 +214,22 @@ mod tests {
         let scores = model.update(&later, 11 * SECOND);
         assert!(!scores.containers.contains_key(&2));
         assert_eq!(model.containers.len(), 1);
+    }
+
+    #[test]
+    fn containers_are_measured_against_their_own_limits() {
+        let mut load = window(0);
+        // Both use half a core; container 1 is limited to one core, container 2 is not.
+        if let Some(rates) = load.cpu.cgroups.get_mut(&1) {
+            rates.limit_cores = Some(1.0);
+        }
+        let cpus = f64::from(load.cpu.node.cpus);
+        let limited = container_inputs(&load, 1);
+        let unlimited = container_inputs(&load, 2);
+        assert_eq!(limited.cores_allocatable, Some(1.0));
+        assert_eq!(unlimited.cores_allocatable, Some(cpus));
+        let utilisation = |inputs: &LoadInputs| resource_loads(inputs)[&Resource::Cpu].utilisation;
+        assert_eq!(utilisation(&limited), Some(0.5));
+        assert_eq!(utilisation(&unlimited), Some(0.5 / cpus));
     }
 }

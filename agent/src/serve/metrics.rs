@@ -313,6 +313,18 @@ fn render_memory(out: &mut Exposition, cgroups: &[(&Labels, &CgroupMemory)]) {
         &stat,
         |s| s.major_faults as f64,
     );
+    let limits: Vec<(&Labels, u64)> = stat
+        .iter()
+        .filter_map(|(labels, s)| s.limit_bytes.map(|l| (*labels, l)))
+        .collect();
+    container_family(
+        out,
+        "ballast_container_memory_limit_bytes",
+        "Memory limit of the container's cgroup (memory.max / memory.limit_in_bytes). Only containers with a limit.",
+        MetricKind::Gauge,
+        &limits,
+        |l| *l as f64,
+    );
     let oom: Vec<(&Labels, u64)> = stat
         .iter()
         .filter_map(|(labels, s)| s.oom_kills.map(|n| (*labels, n)))
@@ -417,6 +429,18 @@ fn render_containers(out: &mut Exposition, cgroups: &[(&Labels, &CgroupCpu)]) {
         "CFS enforcement periods elapsed for the container.",
         &throttled,
         |t| t.periods as f64,
+    );
+    let limits: Vec<(&Labels, u64)> = cgroups
+        .iter()
+        .filter_map(|(labels, cpu)| cpu.limit_millicores.map(|m| (*labels, m)))
+        .collect();
+    container_family(
+        out,
+        "ballast_container_cpu_limit_cores",
+        "CPU limit of the container's cgroup (CFS quota / period). Only containers with a quota.",
+        MetricKind::Gauge,
+        &limits,
+        |m| *m as f64 / 1000.0,
     );
     let psi: Vec<(&Labels, u64)> = cgroups
         .iter()

@@ -34,6 +34,8 @@ pub struct MemoryStat {
     pub limit_hits: Option<u64>,
     /// Times it went over `memory.high` (v2 only).
     pub high_events: Option<u64>,
+    /// Its memory limit (v2 `memory.max`, v1 `memory.limit_in_bytes`); `None` when unlimited.
+    pub limit_bytes: Option<u64>,
 }
 
 fn required(text: &str, key: &'static str) -> Result<u64, ParseError> {
@@ -66,6 +68,7 @@ pub fn parse_v2(current: &str, stat: &str, events: Option<&str>) -> Result<Memor
         oom_kills: events.0,
         limit_hits: events.1,
         high_events: events.2,
+        limit_bytes: None,
     })
 }
 
@@ -91,7 +94,19 @@ pub fn parse_v1(
         oom_kills,
         limit_hits: failcnt.map(single_number).transpose()?,
         high_events: None,
+        limit_bytes: None,
     })
+}
+
+/// v1 reports "no limit" as the largest page-aligned counter (2^63 - 4096 on x86-64); any value
+/// this large is no limit on a real machine.
+const V1_UNLIMITED_FROM: u64 = 1 << 62;
+
+/// A memory limit file: v2 `memory.max` ("max" is no limit) or v1 `memory.limit_in_bytes`.
+/// `None` for no limit or unreadable text (a limit is only used when it is certain).
+pub fn parse_limit(text: &str) -> Option<u64> {
+    let limit: u64 = text.trim().parse().ok()?;
+    (limit < V1_UNLIMITED_FROM).then_some(limit)
 }
 
 /// The source for a cgroup whose v2 directory is `v2_dir`: the v2 files when the memory
@@ -115,7 +130,12 @@ pub fn read_stat(source: &MemorySource) -> Result<MemoryStat, CgroupfsError> {
             let stat_path = dir.join("memory.stat");
             let stat = read(&stat_path)?;
             let events = optional(dir.join("memory.events"));
-            parsed(stat_path, parse_v2(&current, &stat, events.as_deref()))
+            let limit = optional(dir.join("memory.max"));
+            let stat = parsed(stat_path, parse_v2(&current, &stat, events.as_deref()))?;
+            Ok(MemoryStat {
+                limit_bytes: limit.as_deref().and_then(parse_limit),
+                ..stat
+            })
         }
         MemorySource::V1(dir) => {
             let usage = read(&dir.join("memory.usage_in_bytes"))?;
@@ -123,10 +143,15 @@ pub fn read_stat(source: &MemorySource) -> Result<MemoryStat, CgroupfsError> {
             let stat = read(&stat_path)?;
             let oom = optional(dir.join("memory.oom_control"));
             let failcnt = optional(dir.join("memory.failcnt"));
-            parsed(
+            let limit = optional(dir.join("memory.limit_in_bytes"));
+            let stat = parsed(
                 stat_path,
                 parse_v1(&usage, &stat, oom.as_deref(), failcnt.as_deref()),
-            )
+            )?;
+            Ok(MemoryStat {
+                limit_bytes: limit.as_deref().and_then(parse_limit),
+                ..stat
+            })
         }
     }
 }
@@ -182,6 +207,37 @@ mod tests {
         )?;
         assert_eq!((stat.oom_kills, stat.limit_hits), (None, None));
         assert_eq!(parse_v2("100\n", STAT_V2, None)?.oom_kills, None);
+        Ok(())
+    }
+
+    #[test]
+    fn limits_of_both_layouts() {
+        assert_eq!(parse_limit("max\n"), None);
+        assert_eq!(parse_limit("268435456\n"), Some(268_435_456));
+        assert_eq!(parse_limit("9223372036854771712\n"), None, "v1 unlimited");
+        assert_eq!(parse_limit("lots"), None);
+    }
+
+    /// The limit is read beside the figures, in each layout (integration tests cannot check this
+    /// on the CI host: its v1 memory hierarchy does not mirror the v2 paths).
+    #[test]
+    fn read_stat_reads_the_limit_of_each_layout() -> Result<(), Box<dyn std::error::Error>> {
+        let tmp = tempfile::tempdir()?;
+        let write = |name: &str, text: &str| std::fs::write(tmp.path().join(name), text);
+        write("memory.current", "10485760\n")?;
+        write("memory.stat", STAT_V2)?;
+        write("memory.max", "33554432\n")?;
+        let v2 = MemorySource::V2(tmp.path().to_path_buf());
+        assert_eq!(read_stat(&v2)?.limit_bytes, Some(33_554_432));
+        write("memory.max", "max\n")?;
+        assert_eq!(read_stat(&v2)?.limit_bytes, None, "unlimited");
+        write("memory.usage_in_bytes", "6291456\n")?;
+        write("memory.stat", STAT_V1)?;
+        write("memory.limit_in_bytes", "9223372036854771712\n")?;
+        let v1 = MemorySource::V1(tmp.path().to_path_buf());
+        assert_eq!(read_stat(&v1)?.limit_bytes, None, "v1 unlimited");
+        write("memory.limit_in_bytes", "268435456\n")?;
+        assert_eq!(read_stat(&v1)?.limit_bytes, Some(268_435_456));
         Ok(())
     }
 

@@ -218,6 +218,12 @@ pub fn cpu_quota_v1(text: &str) -> Option<u64> {
     u64::try_from(text.trim().parse::<i64>().ok()?).ok()
 }
 
+/// The CPU limit a CFS quota of `quota_us` per `period_us` amounts to, in millicores (what
+/// Kubernetes writes for a container with `limits.cpu`); `None` for a zero period.
+pub fn quota_millicores(quota_us: u64, period_us: u64) -> Option<u64> {
+    (period_us > 0).then(|| quota_us.saturating_mul(1000) / period_us)
+}
+
 pub(super) fn read(path: &Path) -> Result<String, CgroupfsError> {
     fs::read_to_string(path).map_err(|source| CgroupfsError::Read {
         path: path.to_path_buf(),
@@ -440,6 +446,9 @@ full avg10=0.74 avg60=0.40 avg300=0.13 total=2210942
         assert_eq!(cpu_quota_v1("-1\n"), None);
         assert_eq!(cpu_quota_v1("10000\n"), Some(10_000));
         assert_eq!(cpu_quota_v1("soon"), None);
+        assert_eq!(quota_millicores(50_000, 100_000), Some(500));
+        assert_eq!(quota_millicores(250_000, 100_000), Some(2500));
+        assert_eq!(quota_millicores(1_000, 0), None);
     }
 
     #[test]
