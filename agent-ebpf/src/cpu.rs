@@ -40,9 +40,8 @@ use ballast_common::{wait_bucket, CpuCounters, CpuSlot, WaitState};
 
 use crate::cgroup_map::counters_or_new;
 use crate::task::{
-    cgroup_of, field, global, TASK_NIVCSW_OFFSET, TASK_NVCSW_OFFSET, TASK_PID_OFFSET,
-    TASK_POLICY_OFFSET, TASK_RUNTIME_OFFSET, TASK_RUN_DELAY_OFFSET, TASK_SLICE_START_OFFSET,
-    TASK_THROTTLED_OFFSET,
+    cgroup_of, field, global, TASK_ARRIVALS_OFFSET, TASK_PID_OFFSET, TASK_POLICY_OFFSET,
+    TASK_RUNTIME_OFFSET, TASK_RUN_DELAY_OFFSET, TASK_SLICE_START_OFFSET, TASK_THROTTLED_OFFSET,
 };
 
 /// Bound of live cgroups tracked at once. Entries are allocated on first use (no prealloc) and
@@ -77,8 +76,9 @@ struct TaskClock {
     runtime_ns: u64,
     /// `sched_info.run_delay`, ns.
     run_delay_ns: u64,
-    /// `nvcsw + nivcsw`.
-    switches: u64,
+    /// `sched_info.pcount`: how many times the task was switched in (raised just after the
+    /// switch-in tracepoint; same cache line as `run_delay`).
+    arrivals: u64,
     /// `se.prev_sum_exec_runtime` when the task is a fair-class one (CFS sets it when it picks
     /// the task: its slice start), else `None` (other classes leave it stale).
     slice_start_ns: Option<u64>,
@@ -93,12 +93,10 @@ fn is_fair_policy(policy: u32) -> bool {
 impl TaskClock {
     #[inline(always)]
     fn of_arg(task: u64) -> Self {
-        let voluntary: u64 = field(task, global(&TASK_NVCSW_OFFSET));
-        let involuntary: u64 = field(task, global(&TASK_NIVCSW_OFFSET));
         Self {
             runtime_ns: field(task, global(&TASK_RUNTIME_OFFSET)),
             run_delay_ns: field(task, global(&TASK_RUN_DELAY_OFFSET)),
-            switches: voluntary.wrapping_add(involuntary),
+            arrivals: field(task, global(&TASK_ARRIVALS_OFFSET)),
             slice_start_ns: None,
         }
     }
@@ -127,8 +125,7 @@ impl TaskClock {
         Some(Self {
             runtime_ns: read(global(&TASK_RUNTIME_OFFSET))?,
             run_delay_ns: read(global(&TASK_RUN_DELAY_OFFSET))?,
-            switches: read(global(&TASK_NVCSW_OFFSET))?
-                .wrapping_add(read(global(&TASK_NIVCSW_OFFSET))?),
+            arrivals: read(global(&TASK_ARRIVALS_OFFSET))?,
             slice_start_ns: if is_fair_policy(policy) {
                 Some(read(global(&TASK_SLICE_START_OFFSET))?)
             } else {
@@ -183,8 +180,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
         };
         let cgroup = cgroup_of(prev);
         let clock = TaskClock::of_arg(prev);
-        // Its switch count rose by one just before this tracepoint.
-        if !base_is_current(slot, prev, &clock, 1) {
+        if !base_is_current(slot, prev, &clock) {
             rebase(slot, prev, &clock.with_slice_start_of_arg(prev));
         }
         charge_current(ctx, slot, prev, cgroup, clock, switch);
@@ -205,7 +201,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let clock = TaskClock::of_arg(next);
     slot.base_runtime_ns = clock.runtime_ns;
     slot.base_run_delay_ns = clock.run_delay_ns;
-    slot.base_switches = clock.switches;
+    slot.base_arrivals = clock.arrivals;
     slot.wait_state = if unmark_throttled(next) {
         WaitState::AfterThrottle as u64
     } else {
@@ -265,7 +261,7 @@ fn try_flush_tick(ctx: &PerfEventContext) -> Result<(), i64> {
         // SAFETY: the helper takes no arguments.
         let cgroup = unsafe { bpf_get_current_cgroup_id() };
         if let Some(clock) = TaskClock::of_address(current) {
-            if !base_is_current(slot, current, &clock, 0) {
+            if !base_is_current(slot, current, &clock) {
                 rebase(slot, current, &clock);
             }
             charge_current(ctx, slot, current, cgroup, clock, Switch::None);
@@ -276,24 +272,37 @@ fn try_flush_tick(ctx: &PerfEventContext) -> Result<(), i64> {
 }
 
 /// Whether the slot's base was taken from `task` during its current stretch on this CPU: the
-/// same task, with exactly `switch_outs` switch-outs since (1 at its switch-out, 0 at a tick).
+/// same task, switched in exactly once since: its arrival count is one above the one read at its
+/// switch-in (the kernel counts the arrival right after that tracepoint).
 ///
 /// Not always so: this kernel does not run the tracepoint for every switch (measured on the CI
 /// kernel with ftrace alone: about 1 switch in 30 under load is never reported, for example
 /// when a task of the VM's init process leaves the CPU), so a task can arrive, or leave and come
 /// back, unseen. Its bases are then those of another stretch and must not be used.
 #[inline(always)]
-fn base_is_current(slot: &CpuSlot, task: u64, clock: &TaskClock, switch_outs: u64) -> bool {
-    slot.base_task == task && clock.switches == slot.base_switches.wrapping_add(switch_outs)
+fn base_is_current(slot: &CpuSlot, task: u64, clock: &TaskClock) -> bool {
+    slot.base_task == task && clock.arrivals == slot.base_arrivals.wrapping_add(1)
 }
 
 /// Starts the bases of a task whose switch-in was not seen: its run time from the slice start
 /// CFS recorded when it picked the task (so the slice is charged in full), or from now for
 /// other classes. The wait that preceded it is unknown and not counted.
+///
+/// The slot may still hold this task's own base: either it left and came back unseen (then CFS
+/// picked it again later, at a higher runtime), or its arrival was not counted (the kernel skips
+/// the count when no queued wait ends at the arrival: `sched_info.last_queued` was 0). The later of
+/// the two starts is right in both cases and never counts anything twice; without a slice start
+/// the old base is kept.
 #[inline(always)]
 fn rebase(slot: &mut CpuSlot, task: u64, clock: &TaskClock) {
+    let same_task = slot.base_task == task;
+    slot.base_runtime_ns = match clock.slice_start_ns {
+        Some(start) if same_task => start.max(slot.base_runtime_ns),
+        Some(start) => start,
+        None if same_task => slot.base_runtime_ns,
+        None => clock.runtime_ns,
+    };
     slot.base_task = task;
-    slot.base_runtime_ns = clock.slice_start_ns.unwrap_or(clock.runtime_ns);
     slot.base_run_delay_ns = clock.run_delay_ns;
     slot.wait_state = WaitState::Charged as u64;
 }
@@ -317,7 +326,7 @@ fn charge_current<C: EbpfContext>(
     slot.base_task = task;
     slot.base_runtime_ns = clock.runtime_ns;
     slot.base_run_delay_ns = clock.run_delay_ns;
-    slot.base_switches = clock.switches;
+    slot.base_arrivals = clock.arrivals;
     slot.wait_state = WaitState::Charged as u64;
 
     if slot.pending_cgroup != cgroup {

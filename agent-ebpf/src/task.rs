@@ -17,12 +17,9 @@ pub static TASK_RUN_DELAY_OFFSET: u64 = 0;
 /// `se.prev_sum_exec_runtime`: the runtime when CFS last picked the task (its slice start).
 #[unsafe(no_mangle)]
 pub static TASK_SLICE_START_OFFSET: u64 = 0;
-/// `nvcsw` and `nivcsw`: the task's switch counts, which the scheduler raises just before the
-/// `sched_switch` tracepoint of every switch-out.
+/// `sched_info.pcount`: the task's switch-in count, raised just after each switch-in tracepoint.
 #[unsafe(no_mangle)]
-pub static TASK_NVCSW_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-pub static TASK_NIVCSW_OFFSET: u64 = 0;
+pub static TASK_ARRIVALS_OFFSET: u64 = 0;
 /// `policy`: which scheduling class serves the task (`prev_sum_exec_runtime` is only kept by the
 /// fair class).
 #[unsafe(no_mangle)]

@@ -155,9 +155,9 @@ pub struct CpuSlot {
     pub base_runtime_ns: u64,
     /// Its `sched_info.run_delay` at the base, ns.
     pub base_run_delay_ns: u64,
-    /// Its switch count (`nvcsw + nivcsw`) at the base: if the task left and came back without
-    /// this CPU seeing it, the count has moved on and the base is stale.
-    pub base_switches: u64,
+    /// Its switch-in count (`sched_info.pcount`) when it was switched in: if the task left and
+    /// came back without this CPU seeing it, the count has moved on and the base is stale.
+    pub base_arrivals: u64,
     /// A [`WaitState`] as u64.
     pub wait_state: u64,
     /// Events whose cgroup could not get a map entry (map full): counted, never silent.

@@ -18,9 +18,8 @@ pub struct KernelOffsets {
     pub run_delay: u64,
     /// `task_struct::se.prev_sum_exec_runtime`.
     pub slice_start: u64,
-    /// `task_struct::nvcsw` and `nivcsw`: the task's voluntary and involuntary switch counts.
-    pub voluntary_switches: u64,
-    pub involuntary_switches: u64,
+    /// `task_struct::sched_info.pcount`: how many times the task was switched in.
+    pub arrivals: u64,
     /// `task_struct::policy`.
     pub policy: u64,
     /// `task_struct::throttled` (task-based CFS throttling, 6.18+).
@@ -76,8 +75,10 @@ impl KernelOffsets {
                 nested("task_struct", "sched_info", "sched_info", "run_delay")?,
                 "task_struct::sched_info.run_delay",
             )?,
-            voluntary_switches: member("task_struct", "nvcsw", "task_struct::nvcsw")?,
-            involuntary_switches: member("task_struct", "nivcsw", "task_struct::nivcsw")?,
+            arrivals: required(
+                nested("task_struct", "sched_info", "sched_info", "pcount")?,
+                "task_struct::sched_info.pcount",
+            )?,
             policy: member("task_struct", "policy", "task_struct::policy")?,
             throttled: member_offset(data, "task_struct", "throttled")?,
             cgroups: member("task_struct", "cgroups", "task_struct::cgroups")?,
