@@ -27,13 +27,13 @@ const MAX_RECLAIMING_TASKS: u32 = 16_384;
 static CGROUP_MEMORY: PerCpuHashMap<u64, MemoryCounters> =
     PerCpuHashMap::with_max_entries(MAX_CGROUPS, BPF_F_NO_PREALLOC);
 
-/// Tasks inside reclaim -> when they entered it (ktime, ns). Preallocated: insertions on the
-/// reclaim path must not allocate. An entry lives from begin to end; a task cannot exit in
-/// between, so entries do not leak.
 /// Stalls not counted because `CGROUP_MEMORY` was full (one slot per CPU).
 #[map]
 static MEMORY_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Tasks inside reclaim -> when they entered it (ktime, ns). Preallocated: insertions on the
+/// reclaim path must not allocate. An entry lives from begin to end; a task cannot exit in
+/// between, so entries do not leak.
 #[map]
 static RECLAIM_START: HashMap<u64, u64> = HashMap::with_max_entries(MAX_RECLAIMING_TASKS, 0);
 
