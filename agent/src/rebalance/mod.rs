@@ -6,8 +6,16 @@
 //! - [`state`]: what is remembered between rounds (hysteresis, cooldowns, token bucket);
 //! - [`plan`]: the output types and [`plan::plan`], the round itself.
 
+mod classify;
+mod eligibility;
+#[cfg(test)]
+mod fixtures;
+mod limits;
+mod matching;
 pub mod plan;
 pub mod policy;
+mod predict;
+mod round;
 pub mod snapshot;
 pub mod state;
 

@@ -192,16 +192,5 @@ pub fn plan(
     policy: &Policy,
     now: Timestamp,
 ) -> (Plan, RebalanceState) {
-    let plan = Plan {
-        at: now,
-        dry_run: policy.dry_run,
-        evictions: Vec::new(),
-        skipped_pods: Vec::new(),
-        nodes: Vec::new(),
-        summary: Summary {
-            nodes: snapshot.nodes.len(),
-            ..Summary::default()
-        },
-    };
-    (plan, state.clone())
+    super::round::run(snapshot, state, policy, now)
 }

@@ -1,0 +1,1347 @@
+//! One planning round, in order: refill the token bucket; index nodes and pods; classify every
+//! node with fresh load (hysteresis); release workloads whose replacement is Ready; then, hottest
+//! source first, walk its eligible pods in order of least disruption and most relief and move
+//! each to the best fitting destination until the source is under its target or a limit stops it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::{
+    classify::{step, Thresholds, Verdict},
+    eligibility::{self, WorkloadView},
+    limits::{record_eviction, refill, worth_keeping},
+    matching::{placeable, selects, soft_taints, Mismatch},
+    plan::{
+        Destination, Eviction, Figures, NodeReport, NodeSkip, NodeStatus, Plan, PodRef, PodSkip,
+        SkipReason, Summary,
+    },
+    policy::Policy,
+    predict::{median_slopes, NodeModel, Usage},
+    snapshot::{ClusterSnapshot, Node, Pod, Timestamp},
+    state::{InFlight, RebalanceState},
+};
+use crate::load::score::Resource;
+
+/// `(namespace, owner kind, owner name)`: a workload without allocating its key.
+type WorkloadId<'a> = (&'a str, &'a str, &'a str);
+
+fn workload_id(pod: &Pod) -> Option<WorkloadId<'_>> {
+    pod.owner
+        .as_ref()
+        .map(|o| (pod.namespace.as_str(), o.kind.as_str(), o.name.as_str()))
+}
+
+struct NodeEntry<'a> {
+    node: &'a Node,
+    /// Present when the node is Ready and its agent's load is fresh.
+    model: Option<NodeModel>,
+    requested_cpu: u64,
+    requested_memory: u64,
+    requested_extended: BTreeMap<&'a str, u64>,
+    pods: Vec<usize>,
+    /// Resources in the source state after this round's classification.
+    source: Vec<Resource>,
+}
+
+impl<'a> NodeEntry<'a> {
+    /// Whether the pod's requests fit in what is not requested yet; `Err` says what is short,
+    /// phrased for the no-destination summary.
+    fn fits(&self, pod: &Pod) -> Result<(), &'static str> {
+        let alloc = &self.node.allocatable;
+        if self
+            .requested_cpu
+            .saturating_add(pod.requests.cpu_millicores)
+            > alloc.cpu_millicores
+        {
+            return Err("lack free cpu for its requests");
+        }
+        if self
+            .requested_memory
+            .saturating_add(pod.requests.memory_bytes)
+            > alloc.memory_bytes
+        {
+            return Err("lack free memory for its requests");
+        }
+        let extended_fits = pod.requests.extended.iter().all(|(name, wanted)| {
+            let used = self
+                .requested_extended
+                .get(name.as_str())
+                .copied()
+                .unwrap_or(0);
+            let capacity = alloc.extended.get(name).copied().unwrap_or(0);
+            used.saturating_add(*wanted) <= capacity
+        });
+        if !extended_fits {
+            return Err("lack free extended resources for its requests");
+        }
+        Ok(())
+    }
+
+    fn add_requests(&mut self, pod: &'a Pod) {
+        self.requested_cpu = self
+            .requested_cpu
+            .saturating_add(pod.requests.cpu_millicores);
+        self.requested_memory = self
+            .requested_memory
+            .saturating_add(pod.requests.memory_bytes);
+        for (name, quantity) in &pod.requests.extended {
+            let used = self.requested_extended.entry(name.as_str()).or_default();
+            *used = used.saturating_add(*quantity);
+        }
+    }
+}
+
+/// A pod that passed eligibility, with what moving it would do.
+struct Candidate {
+    pod: usize,
+    usage: Usage,
+    /// Weighted utilisation it frees on the source's hot resources.
+    relief: f64,
+}
+
+/// Why no destination took a pod, counted over the nodes looked at.
+#[derive(Default)]
+struct Rejections {
+    looked_at: usize,
+    by_reason: BTreeMap<&'static str, usize>,
+}
+
+impl Rejections {
+    fn count(&mut self, reason: &'static str) {
+        *self.by_reason.entry(reason).or_default() += 1;
+    }
+
+    fn describe(&self) -> String {
+        if self.looked_at == 0 {
+            return "no node can take pods this round (none Ready, schedulable, with fresh load and not hot itself)".to_owned();
+        }
+        let mut reasons: Vec<(&str, usize)> =
+            self.by_reason.iter().map(|(r, n)| (*r, *n)).collect();
+        reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+        format!(
+            "none of {} candidate nodes fits: {}",
+            self.looked_at,
+            parts.join(", ")
+        )
+    }
+}
+
+struct Ranked {
+    soft_taints: usize,
+    score: f64,
+    node: usize,
+    after: Figures,
+}
+
+pub fn run(
+    snapshot: &ClusterSnapshot,
+    state: &RebalanceState,
+    policy: &Policy,
+    now: Timestamp,
+) -> (Plan, RebalanceState) {
+    let mut round = Round::new(snapshot, state, policy, now);
+    round.classify();
+    round.release_in_flight();
+    round.relieve_sources();
+    round.finish()
+}
+
+struct Round<'a> {
+    snapshot: &'a ClusterSnapshot,
+    previous: &'a RebalanceState,
+    policy: &'a Policy,
+    now: Timestamp,
+    nodes: Vec<NodeEntry<'a>>,
+    workloads: HashMap<WorkloadId<'a>, Vec<usize>>,
+    thresholds: Thresholds,
+    /// Median pressure slopes, for destinations without their own.
+    floor: [f64; 3],
+    destinations: Vec<usize>,
+    next: RebalanceState,
+    evictions: Vec<Eviction>,
+    skipped: Vec<PodSkip>,
+    reports: Vec<NodeReport>,
+    pods_considered: usize,
+    per_node: Vec<u32>,
+    per_namespace: BTreeMap<&'a str, u32>,
+    evicted_workloads: BTreeSet<WorkloadId<'a>>,
+    pdb_remaining: Vec<u32>,
+    pdbs_by_namespace: HashMap<&'a str, Vec<usize>>,
+}
+
+impl<'a> Round<'a> {
+    fn new(
+        snapshot: &'a ClusterSnapshot,
+        previous: &'a RebalanceState,
+        policy: &'a Policy,
+        now: Timestamp,
+    ) -> Self {
+        let mut nodes: Vec<NodeEntry<'a>> = snapshot
+            .nodes
+            .iter()
+            .map(|node| NodeEntry {
+                node,
+                model: snapshot
+                    .node_loads
+                    .get(&node.name)
+                    .filter(|load| load.fresh && node.ready)
+                    .map(|load| NodeModel::new(node, load)),
+                requested_cpu: 0,
+                requested_memory: 0,
+                requested_extended: BTreeMap::new(),
+                pods: Vec::new(),
+                source: Vec::new(),
+            })
+            .collect();
+        let index: HashMap<&str, usize> = snapshot
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.as_str(), i))
+            .collect();
+        let mut workloads: HashMap<WorkloadId<'a>, Vec<usize>> = HashMap::new();
+        for (i, pod) in snapshot.pods.iter().enumerate() {
+            if let Some(id) = workload_id(pod) {
+                workloads.entry(id).or_default().push(i);
+            }
+            let Some(entry) = pod
+                .node
+                .as_deref()
+                .and_then(|name| index.get(name))
+                .and_then(|i| nodes.get_mut(*i))
+            else {
+                continue;
+            };
+            entry.pods.push(i);
+            entry.add_requests(pod);
+        }
+        let thresholds = Thresholds::for_round(
+            &policy.classification,
+            nodes
+                .iter()
+                .filter_map(|n| n.model.as_ref().map(|m| &m.figures)),
+        );
+        let floor = median_slopes(nodes.iter().filter_map(|n| n.model.as_ref()));
+        let mut pdbs_by_namespace: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, pdb) in snapshot.pdbs.iter().enumerate() {
+            pdbs_by_namespace
+                .entry(pdb.namespace.as_str())
+                .or_default()
+                .push(i);
+        }
+        let next = RebalanceState {
+            nodes: BTreeMap::new(),
+            workloads: previous.workloads.clone(),
+            tokens: refill(&previous.tokens, &policy.limits.token_bucket, now),
+            rounds: previous.rounds.saturating_add(1),
+        };
+        Self {
+            snapshot,
+            previous,
+            policy,
+            now,
+            per_node: vec![0; nodes.len()],
+            nodes,
+            workloads,
+            thresholds,
+            floor,
+            destinations: Vec::new(),
+            next,
+            evictions: Vec::new(),
+            skipped: Vec::new(),
+            reports: Vec::new(),
+            pods_considered: 0,
+            per_namespace: BTreeMap::new(),
+            evicted_workloads: BTreeSet::new(),
+            pdb_remaining: snapshot
+                .pdbs
+                .iter()
+                .map(|p| p.disruptions_allowed)
+                .collect(),
+            pdbs_by_namespace,
+        }
+    }
+
+    /// Steps every node's hysteresis, reports the nodes that are not plainly normal and picks
+    /// the destinations.
+    fn classify(&mut self) {
+        let classification = &self.policy.classification;
+        for (i, entry) in self.nodes.iter_mut().enumerate() {
+            let name = &entry.node.name;
+            let previous = self.previous.nodes.get(name);
+            let Some(model) = &entry.model else {
+                // Unknown load: the counters stay as they were, the node is on neither side.
+                if let Some(previous) = previous {
+                    self.next.nodes.insert(name.clone(), previous.clone());
+                }
+                let (skip, detail) = if entry.node.ready {
+                    (
+                        NodeSkip::LoadUnknown,
+                        "no fresh load from its agent: unknown, so neither a source nor a destination",
+                    )
+                } else {
+                    (
+                        NodeSkip::NotReady,
+                        "not Ready: neither a source nor a destination",
+                    )
+                };
+                self.reports.push(NodeReport {
+                    node: name.clone(),
+                    status: NodeStatus::Excluded,
+                    resources: Vec::new(),
+                    skip: Some(skip),
+                    detail: detail.to_owned(),
+                });
+                continue;
+            };
+            let mut hysteresis = BTreeMap::new();
+            let mut abnormal = Vec::new();
+            let mut counting = Vec::new();
+            for resource in Resource::ALL {
+                let before = previous
+                    .and_then(|p| p.get(&resource))
+                    .cloned()
+                    .unwrap_or_default();
+                let verdict = self.thresholds.verdict(&model.figures, resource);
+                let after = step(&before, verdict, classification);
+                if after.source {
+                    entry.source.push(resource);
+                } else if verdict == Verdict::Abnormal {
+                    abnormal.push(resource);
+                    counting.push(format!(
+                        "{resource} abnormal {} of {} rounds ({})",
+                        after.abnormal_rounds,
+                        classification.abnormal_rounds,
+                        describe_resource(&self.thresholds, &model.figures, resource)
+                    ));
+                }
+                if after != Default::default() {
+                    hysteresis.insert(resource, after);
+                }
+            }
+            if !hysteresis.is_empty() {
+                self.next.nodes.insert(name.clone(), hysteresis);
+            }
+            if entry.source.is_empty() {
+                if !abnormal.is_empty() {
+                    self.reports.push(NodeReport {
+                        node: name.clone(),
+                        status: NodeStatus::Abnormal,
+                        resources: abnormal,
+                        skip: None,
+                        detail: counting.join("; "),
+                    });
+                }
+                if !entry.node.unschedulable {
+                    self.destinations.push(i);
+                }
+            }
+        }
+    }
+
+    /// Clears the in-flight eviction of every workload that has a Ready pod started since (its
+    /// replacement), or no pods at all any more.
+    fn release_in_flight(&mut self) {
+        for (key, memory) in self.next.workloads.iter_mut() {
+            let Some(in_flight) = &memory.in_flight else {
+                continue;
+            };
+            let mut parts = key.0.splitn(3, '/');
+            let id = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
+            let replaced = match self.workloads.get(&id) {
+                None => true,
+                Some(pods) => pods.iter().any(|i| {
+                    let pod = &self.snapshot.pods[*i];
+                    pod.ready
+                        && pod.uid != in_flight.pod_uid
+                        && pod.start_time >= in_flight.evicted_at
+                }),
+            };
+            if replaced {
+                memory.in_flight = None;
+            }
+        }
+    }
+
+    fn limits_exhausted(&self) -> bool {
+        self.evictions.len() >= self.policy.limits.per_round as usize
+            || self.next.tokens.tokens < 1.0
+    }
+
+    fn relieve_sources(&mut self) {
+        let mut sources: Vec<(f64, usize)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| !n.source.is_empty())
+            .filter_map(|(i, n)| Some((self.thresholds.node_level(&n.model.as_ref()?.figures), i)))
+            .collect();
+        sources.sort_by(|a, b| {
+            b.0.total_cmp(&a.0)
+                .then_with(|| self.nodes[a.1].node.name.cmp(&self.nodes[b.1].node.name))
+        });
+        for (_, source) in sources {
+            self.relieve(source);
+        }
+    }
+
+    fn relieve(&mut self, source: usize) {
+        let snapshot = self.snapshot;
+        let entry = &self.nodes[source];
+        let Some(model) = &entry.model else {
+            return;
+        };
+        let name = entry.node.name.clone();
+        let resources = entry.source.clone();
+        let mut detail = describe_source(&self.thresholds, model, &resources, snapshot, &name);
+        let unpredictable = resources
+            .iter()
+            .copied()
+            .find(|r| model.figures.get(r).is_none_or(|l| l.utilisation.is_none()));
+        let report = |skip: Option<NodeSkip>, detail: String| NodeReport {
+            node: name.clone(),
+            status: NodeStatus::Source,
+            resources: resources.clone(),
+            skip,
+            detail,
+        };
+        if self.under_target(source) {
+            detail.push_str("; already under its release thresholds, waiting out the hysteresis");
+            self.reports
+                .push(report(Some(NodeSkip::UnderTarget), detail));
+            return;
+        }
+        if let Some(r) = unpredictable {
+            detail.push_str(&format!(
+                "; {r} utilisation not measured: the relief of a move cannot be predicted"
+            ));
+            self.reports
+                .push(report(Some(NodeSkip::LoadIncomplete), detail));
+            return;
+        }
+        if self.limits_exhausted() {
+            detail.push_str("; the round's eviction limit or the token bucket ran out first");
+            self.reports
+                .push(report(Some(NodeSkip::LimitReached), detail));
+            return;
+        }
+        for candidate in self.candidates(source, &resources) {
+            let pod = &snapshot.pods[candidate.pod];
+            if self.under_target(source) {
+                self.skip(
+                    pod,
+                    source,
+                    SkipReason::TargetReached,
+                    "the node reached its target with the evictions before it".to_owned(),
+                );
+                continue;
+            }
+            if let Err((reason, detail)) = self.within_limits(pod, source) {
+                self.skip(pod, source, reason, detail);
+                continue;
+            }
+            match self.rank_destinations(pod, &candidate.usage, source) {
+                Ok(ranked) => self.evict(&candidate, source, &resources, ranked),
+                Err(rejections) => self.skip(
+                    pod,
+                    source,
+                    SkipReason::NoDestination,
+                    rejections.describe(),
+                ),
+            }
+        }
+        let evicted = self.per_node[source];
+        if self.under_target(source) {
+            detail.push_str(&format!("; {evicted} eviction(s) bring it under target"));
+            self.reports.push(report(None, detail));
+        } else {
+            detail.push_str(&format!(
+                "; still above target after {evicted} eviction(s) (see the skipped pods)"
+            ));
+            self.reports
+                .push(report(Some(NodeSkip::TargetNotReached), detail));
+        }
+    }
+
+    /// Whether every hot resource of `source` is at or under its release thresholds now.
+    fn under_target(&self, source: usize) -> bool {
+        let entry = &self.nodes[source];
+        entry.model.as_ref().is_none_or(|m| {
+            entry
+                .source
+                .iter()
+                .all(|r| self.thresholds.under_target(&m.figures, *r))
+        })
+    }
+
+    fn skip(&mut self, pod: &Pod, node: usize, reason: SkipReason, detail: String) {
+        self.pods_considered += 1;
+        self.skipped.push(PodSkip {
+            pod: PodRef::from(pod),
+            node: self.nodes[node].node.name.clone(),
+            reason,
+            detail,
+        });
+    }
+
+    /// The eligible pods of `source`, least disruptive first (lower priority, then lower QoS),
+    /// then most relief; the others are recorded as skipped.
+    fn candidates(&mut self, source: usize, resources: &[Resource]) -> Vec<Candidate> {
+        let weights = &self.policy.selection.weights;
+        let snapshot = self.snapshot;
+        let mut candidates = Vec::new();
+        let pods = self.nodes[source].pods.clone();
+        for i in pods {
+            let pod = &snapshot.pods[i];
+            let view = self.workload_view(pod);
+            if let Err(refusal) = eligibility::check(pod, &view, &self.policy.eligibility, self.now)
+            {
+                self.skip(pod, source, refusal.reason, refusal.detail);
+                continue;
+            }
+            let usage = snapshot.pod_loads.get(&pod.uid).and_then(Usage::of);
+            let Some(usage) = usage.filter(|u| {
+                !resources.contains(&Resource::Network) || u.network_bytes_per_second.is_some()
+            }) else {
+                self.skip(
+                    pod,
+                    source,
+                    SkipReason::LoadUnknown,
+                    "its load was not measured: what moving it changes cannot be predicted"
+                        .to_owned(),
+                );
+                continue;
+            };
+            let Some(model) = &self.nodes[source].model else {
+                continue;
+            };
+            let relief: f64 = resources
+                .iter()
+                .map(|r| weights.of(*r) * model.share(&usage, *r).unwrap_or(0.0))
+                .sum();
+            if relief <= 0.0 {
+                let hot: Vec<String> = resources.iter().map(Resource::to_string).collect();
+                self.skip(
+                    pod,
+                    source,
+                    SkipReason::NoRelief,
+                    format!("uses none of what the node is hot on ({})", hot.join(", ")),
+                );
+                continue;
+            }
+            candidates.push(Candidate {
+                pod: i,
+                usage,
+                relief,
+            });
+        }
+        let pods = &self.snapshot.pods;
+        candidates.sort_by(|a, b| {
+            let (pa, pb) = (&pods[a.pod], &pods[b.pod]);
+            pa.priority
+                .cmp(&pb.priority)
+                .then(pa.qos.cmp(&pb.qos))
+                .then(b.relief.total_cmp(&a.relief))
+                .then_with(|| pa.uid.cmp(&pb.uid))
+        });
+        candidates
+    }
+
+    fn workload_view(&self, pod: &Pod) -> WorkloadView<'_> {
+        let Some(id) = workload_id(pod) else {
+            return WorkloadView::default();
+        };
+        let members = self.workloads.get(&id).map(Vec::as_slice).unwrap_or(&[]);
+        let ready = members
+            .iter()
+            .filter(|i| self.snapshot.pods[**i].ready)
+            .count();
+        WorkloadView {
+            ready: u32::try_from(ready).unwrap_or(u32::MAX),
+            pods: u32::try_from(members.len()).unwrap_or(u32::MAX),
+            memory: pod.workload().and_then(|key| self.next.workloads.get(&key)),
+        }
+    }
+
+    /// The limits that change within the round: one per workload, per node, per namespace, per
+    /// round, the token bucket and the PDBs.
+    fn within_limits(&self, pod: &Pod, source: usize) -> Result<(), (SkipReason, String)> {
+        let limits = &self.policy.limits;
+        if workload_id(pod).is_some_and(|id| self.evicted_workloads.contains(&id)) {
+            return Err((
+                SkipReason::WorkloadLimit,
+                "another pod of its workload is already evicted this round (one in flight)"
+                    .to_owned(),
+            ));
+        }
+        if self.per_node[source] >= limits.per_node {
+            return Err((
+                SkipReason::NodeLimit,
+                format!(
+                    "limits.per_node ({}) reached for this node",
+                    limits.per_node
+                ),
+            ));
+        }
+        let in_namespace = self
+            .per_namespace
+            .get(pod.namespace.as_str())
+            .copied()
+            .unwrap_or(0);
+        if in_namespace >= limits.per_namespace {
+            return Err((
+                SkipReason::NamespaceLimit,
+                format!(
+                    "limits.per_namespace ({}) reached for {}",
+                    limits.per_namespace, pod.namespace
+                ),
+            ));
+        }
+        if self.evictions.len() >= limits.per_round as usize {
+            return Err((
+                SkipReason::RoundLimit,
+                format!("limits.per_round ({}) reached", limits.per_round),
+            ));
+        }
+        if self.next.tokens.tokens < 1.0 {
+            return Err((
+                SkipReason::RateLimit,
+                format!(
+                    "token bucket empty ({:.2} tokens; refills {} per minute)",
+                    self.next.tokens.tokens, limits.token_bucket.refill_per_minute
+                ),
+            ));
+        }
+        if let Some(pdb) = self
+            .covering_pdbs(pod)
+            .find(|i| self.pdb_remaining[*i] == 0)
+        {
+            let pdb = &self.snapshot.pdbs[pdb];
+            return Err((
+                SkipReason::Pdb,
+                format!(
+                    "PodDisruptionBudget {}/{} allows no more disruptions ({} allowed, all used)",
+                    pdb.namespace, pdb.name, pdb.disruptions_allowed
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn covering_pdbs<'s>(&'s self, pod: &'s Pod) -> impl Iterator<Item = usize> + 's {
+        self.pdbs_by_namespace
+            .get(pod.namespace.as_str())
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(move |i| selects(&self.snapshot.pdbs[*i].selector, &pod.labels))
+    }
+
+    /// The destinations that fit, best first, at most `destinations_reported`.
+    fn rank_destinations(
+        &self,
+        pod: &Pod,
+        usage: &Usage,
+        source: usize,
+    ) -> Result<Vec<Ranked>, Rejections> {
+        let keep = self.policy.selection.destinations_reported;
+        let source_level = self.nodes[source]
+            .model
+            .as_ref()
+            .map_or(0.0, |m| self.thresholds.node_level(&m.figures));
+        let mut rejections = Rejections::default();
+        let mut best: Vec<Ranked> = Vec::with_capacity(keep + 1);
+        for &d in &self.destinations {
+            let entry = &self.nodes[d];
+            let Some(model) = &entry.model else {
+                continue;
+            };
+            rejections.looked_at += 1;
+            if let Err(mismatch) = placeable(pod, entry.node) {
+                rejections.count(match mismatch {
+                    Mismatch::NodeSelector => "do not match its nodeSelector",
+                    Mismatch::Affinity => "do not match its required node affinity",
+                    Mismatch::Taint => "have taints it does not tolerate",
+                });
+                continue;
+            }
+            if let Err(short) = entry.fits(pod) {
+                rejections.count(short);
+                continue;
+            }
+            let after = model.after(usage, true, &self.floor);
+            if !self.thresholds.under_high(&after) {
+                rejections.count("would go above their high thresholds");
+                continue;
+            }
+            if self.thresholds.node_level(&after) >= source_level {
+                rejections.count("would end at least as loaded as the source");
+                continue;
+            }
+            let Some(score) = self.score(&after) else {
+                rejections.count("have no measured load");
+                continue;
+            };
+            let ranked = Ranked {
+                soft_taints: soft_taints(pod, entry.node),
+                score,
+                node: d,
+                after,
+            };
+            let position = best.partition_point(|b| self.ranks_before(b, &ranked));
+            if position < keep {
+                best.insert(position, ranked);
+                best.truncate(keep);
+            }
+        }
+        if best.is_empty() {
+            Err(rejections)
+        } else {
+            Ok(best)
+        }
+    }
+
+    /// Untolerated soft taints last, then lower score, then name.
+    fn ranks_before(&self, a: &Ranked, b: &Ranked) -> bool {
+        a.soft_taints
+            .cmp(&b.soft_taints)
+            .then(a.score.total_cmp(&b.score))
+            .then_with(|| {
+                self.nodes[a.node]
+                    .node
+                    .name
+                    .cmp(&self.nodes[b.node].node.name)
+            })
+            .is_lt()
+    }
+
+    /// "Least loaded after placement": the weighted mean of each resource's level (its worse
+    /// figure relative to the high threshold) over the measured resources.
+    fn score(&self, figures: &Figures) -> Option<f64> {
+        let weights = &self.policy.selection.weights;
+        let (sum, total) = Resource::ALL
+            .iter()
+            .filter_map(|r| Some((weights.of(*r), self.thresholds.level(figures, *r)?)))
+            .filter(|(w, _)| *w > 0.0)
+            .fold((0.0, 0.0), |(s, t), (w, level)| (s + w * level, t + w));
+        (total > 0.0).then(|| sum / total)
+    }
+
+    fn evict(
+        &mut self,
+        candidate: &Candidate,
+        source: usize,
+        resources: &[Resource],
+        ranked: Vec<Ranked>,
+    ) {
+        let snapshot = self.snapshot;
+        let pod = &snapshot.pods[candidate.pod];
+        let (Some(workload), Some(best)) = (pod.workload(), ranked.first()) else {
+            return;
+        };
+        let destinations: Vec<Destination> = ranked
+            .iter()
+            .map(|r| Destination {
+                node: self.nodes[r.node].node.name.clone(),
+                score: r.score,
+                before: self.nodes[r.node]
+                    .model
+                    .as_ref()
+                    .map(|m| m.figures.clone())
+                    .unwrap_or_default(),
+                after: r.after.clone(),
+            })
+            .collect();
+        let destination = &mut self.nodes[best.node];
+        destination.add_requests(pod);
+        if let Some(model) = destination.model.as_mut() {
+            model.figures = best.after.clone();
+        }
+        let source_name = self.nodes[source].node.name.clone();
+        let Some(source_model) = self.nodes[source].model.as_mut() else {
+            return;
+        };
+        let source_before = source_model.figures.clone();
+        let source_after = source_model.after(&candidate.usage, false, &[0.0; 3]);
+        source_model.figures = source_after.clone();
+        self.per_node[source] += 1;
+        *self
+            .per_namespace
+            .entry(pod.namespace.as_str())
+            .or_default() += 1;
+        if let Some(id) = workload_id(pod) {
+            self.evicted_workloads.insert(id);
+        }
+        let covering: Vec<usize> = self.covering_pdbs(pod).collect();
+        for i in covering {
+            self.pdb_remaining[i] = self.pdb_remaining[i].saturating_sub(1);
+        }
+        self.next.tokens.tokens -= 1.0;
+        let memory = self.next.workloads.entry(workload.clone()).or_default();
+        *memory = record_eviction(
+            memory,
+            &self.policy.limits.cooldown,
+            self.now,
+            InFlight {
+                pod_uid: pod.uid.clone(),
+                pod_name: pod.name.clone(),
+                source: source_name.clone(),
+                evicted_at: self.now,
+            },
+        );
+        let reason = eviction_reason(
+            &self.thresholds,
+            pod,
+            &source_name,
+            resources,
+            (&source_before, &source_after),
+            &destinations[0],
+            snapshot,
+        );
+        self.pods_considered += 1;
+        self.evictions.push(Eviction {
+            pod: PodRef::from(pod),
+            workload,
+            source: source_name,
+            destinations,
+            source_before,
+            source_after,
+            reason,
+        });
+    }
+
+    fn finish(mut self) -> (Plan, RebalanceState) {
+        let cooldown = &self.policy.limits.cooldown;
+        let now = self.now;
+        self.next
+            .workloads
+            .retain(|_, memory| worth_keeping(memory, cooldown, now));
+        self.reports
+            .sort_by(|a, b| a.status.cmp(&b.status).then_with(|| a.node.cmp(&b.node)));
+        let summary = Summary {
+            nodes: self.nodes.len(),
+            nodes_with_fresh_load: self.nodes.iter().filter(|n| n.model.is_some()).count(),
+            sources: self.nodes.iter().filter(|n| !n.source.is_empty()).count(),
+            pods_considered: self.pods_considered,
+            evictions: self.evictions.len(),
+            tokens_left: self.next.tokens.tokens,
+        };
+        let plan = Plan {
+            at: self.now,
+            dry_run: self.policy.dry_run,
+            evictions: self.evictions,
+            skipped_pods: self.skipped,
+            nodes: self.reports,
+            summary,
+        };
+        (plan, self.next)
+    }
+}
+
+fn pressure_name(resource: Resource) -> &'static str {
+    match resource {
+        Resource::Cpu => "contention",
+        Resource::Memory => "reclaim",
+        Resource::Network => "retransmits",
+    }
+}
+
+/// E.g. `cpu utilisation 0.93 (high 0.85, low 0.70), contention 0.31 (high 0.25, low 0.10)`.
+fn describe_resource(thresholds: &Thresholds, figures: &Figures, resource: Resource) -> String {
+    let (u_band, p_band) = thresholds.of(resource);
+    let load = figures.get(&resource).cloned().unwrap_or_default();
+    let mut parts = Vec::new();
+    if let Some(u) = load.utilisation {
+        parts.push(format!(
+            "utilisation {u:.2} (high {:.2}, low {:.2})",
+            u_band.high, u_band.low
+        ));
+    }
+    if let Some(p) = load.pressure {
+        parts.push(format!(
+            "{} {p:.3} (high {:.3}, low {:.3})",
+            pressure_name(resource),
+            p_band.high,
+            p_band.low
+        ));
+    }
+    if parts.is_empty() {
+        parts.push("not measured".to_owned());
+    }
+    format!("{resource} {}", parts.join(", "))
+}
+
+fn describe_source(
+    thresholds: &Thresholds,
+    model: &NodeModel,
+    resources: &[Resource],
+    snapshot: &ClusterSnapshot,
+    node: &str,
+) -> String {
+    let hot: Vec<String> = resources
+        .iter()
+        .map(|r| describe_resource(thresholds, &model.figures, *r))
+        .collect();
+    let mut detail = format!("source: {}", hot.join("; "));
+    let throttled = snapshot
+        .node_loads
+        .get(node)
+        .and_then(|l| l.cpu_throttled_share)
+        .filter(|s| *s > 0.0);
+    if let Some(share) = throttled {
+        detail.push_str(&format!(
+            "; CFS throttling {:.0}% of periods (own CPU limits, never a reason)",
+            share * 100.0
+        ));
+    }
+    detail
+}
+
+fn eviction_reason(
+    thresholds: &Thresholds,
+    pod: &Pod,
+    source: &str,
+    resources: &[Resource],
+    (before, after): (&Figures, &Figures),
+    destination: &Destination,
+    snapshot: &ClusterSnapshot,
+) -> String {
+    let changes: Vec<String> = resources
+        .iter()
+        .map(|r| {
+            let (u_band, p_band) = thresholds.of(*r);
+            let b = before.get(r).cloned().unwrap_or_default();
+            let a = after.get(r).cloned().unwrap_or_default();
+            let mut parts = Vec::new();
+            if let (Some(b), Some(a)) = (b.utilisation, a.utilisation) {
+                parts.push(format!(
+                    "utilisation {b:.2} -> {a:.2} (target {:.2})",
+                    u_band.low
+                ));
+            }
+            if let (Some(b), Some(a)) = (b.pressure, a.pressure) {
+                parts.push(format!(
+                    "{} {b:.3} -> {a:.3} (target {:.3})",
+                    pressure_name(*r),
+                    p_band.low
+                ));
+            }
+            format!("{r} {}", parts.join(", "))
+        })
+        .collect();
+    let mut reason = format!(
+        "{source} is hot; moving {}/{} (priority {}, {:?}) takes {}; best fit {} (score {:.2})",
+        pod.namespace,
+        pod.name,
+        pod.priority,
+        pod.qos,
+        changes.join("; "),
+        destination.node,
+        destination.score,
+    );
+    let load = snapshot.pod_loads.get(&pod.uid);
+    if let Some(contention) = load.and_then(|l| l.cpu_contention).filter(|c| *c > 0.0) {
+        reason.push_str(&format!(
+            "; it waits {contention:.2} s per CPU-second for a CPU here"
+        ));
+    }
+    if let Some(share) = load
+        .and_then(|l| l.cpu_throttled_share)
+        .filter(|s| *s > 0.0)
+    {
+        reason.push_str(&format!(
+            "; throttled {:.0}% of periods by its own limit (not counted)",
+            share * 100.0
+        ));
+    }
+    reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rebalance::{
+        fixtures::{node, node_load, pdb, pod, pod_load, GIB},
+        plan::plan,
+        policy::Policy,
+        snapshot::{Qos, Taint, TaintEffect},
+    };
+
+    const NOW: Timestamp = Timestamp(100_000);
+
+    /// `hot` (4 cores at 95% CPU) holds web-0 (1.2 cores), api-0 (0.6) and db-0 (0.5); `cold-a`
+    /// and `cold-b` (4 cores at 30%) hold a second replica of each, so every workload has two
+    /// Ready replicas.
+    fn cluster() -> ClusterSnapshot {
+        let mut s = ClusterSnapshot::default();
+        for name in ["hot", "cold-a", "cold-b"] {
+            s.nodes.push(node(name, 4000, 16 * GIB));
+        }
+        s.node_loads.insert("hot".to_owned(), node_load(0.95, 0.5));
+        s.node_loads
+            .insert("cold-a".to_owned(), node_load(0.3, 0.3));
+        s.node_loads
+            .insert("cold-b".to_owned(), node_load(0.3, 0.3));
+        for (name, cores, node) in [
+            ("web-0", 1.2, "hot"),
+            ("api-0", 0.6, "hot"),
+            ("db-0", 0.5, "hot"),
+            ("web-1", 0.1, "cold-a"),
+            ("api-1", 0.1, "cold-a"),
+            ("db-1", 0.1, "cold-b"),
+        ] {
+            let p = pod(name, node);
+            s.pod_loads
+                .insert(p.uid.clone(), pod_load(cores, GIB as f64));
+            s.pods.push(p);
+        }
+        s
+    }
+
+    /// Sources after one abnormal round, so that a single call shows the decisions.
+    fn policy() -> Policy {
+        let mut p = Policy::default();
+        p.classification.abnormal_rounds = 1;
+        p
+    }
+
+    fn run(s: &ClusterSnapshot, policy: &Policy) -> Plan {
+        plan(s, &RebalanceState::default(), policy, NOW).0
+    }
+
+    fn evicted(plan: &Plan) -> Vec<&str> {
+        plan.evictions.iter().map(|e| e.pod.name.as_str()).collect()
+    }
+
+    fn skip_of(plan: &Plan, pod: &str) -> Option<SkipReason> {
+        plan.skipped_pods
+            .iter()
+            .find(|s| s.pod.name == pod)
+            .map(|s| s.reason)
+    }
+
+    fn set_pod(s: &mut ClusterSnapshot, name: &str, change: impl FnOnce(&mut Pod)) {
+        if let Some(p) = s.pods.iter_mut().find(|p| p.name == name) {
+            change(p);
+        }
+    }
+
+    #[test]
+    fn evicts_just_enough_with_the_most_relief_first() {
+        let plan = run(&cluster(), &policy());
+        // 0.95 - 1.2/4 = 0.65 <= 0.70: one eviction suffices.
+        assert_eq!(evicted(&plan), ["web-0"]);
+        let e = &plan.evictions[0];
+        assert_eq!(e.source, "hot");
+        let after = e.source_after[&Resource::Cpu].utilisation.unwrap_or(1.0);
+        assert!((after - 0.65).abs() < 1e-9);
+        assert!(!e.destinations.is_empty());
+        assert!(
+            e.reason.contains("utilisation 0.95 -> 0.65"),
+            "{}",
+            e.reason
+        );
+        assert_eq!(skip_of(&plan, "api-0"), Some(SkipReason::TargetReached));
+        assert_eq!(skip_of(&plan, "db-0"), Some(SkipReason::TargetReached));
+        assert_eq!(plan.summary.pods_considered, 3);
+        let report = plan.nodes.iter().find(|n| n.node == "hot");
+        assert_eq!(
+            report.map(|r| (r.status, r.skip)),
+            Some((NodeStatus::Source, None))
+        );
+    }
+
+    #[test]
+    fn lower_priority_and_qos_go_first() {
+        let mut s = cluster();
+        set_pod(&mut s, "web-0", |p| p.priority = 100);
+        let plan = run(&s, &policy());
+        // api-0 and db-0 (priority 0) first: 0.95 - 0.15 - 0.125 = 0.675.
+        assert_eq!(evicted(&plan), ["api-0", "db-0"]);
+        let mut s = cluster();
+        set_pod(&mut s, "web-0", |p| p.qos = Qos::Guaranteed);
+        set_pod(&mut s, "db-0", |p| p.qos = Qos::BestEffort);
+        assert_eq!(evicted(&run(&s, &policy()))[0], "db-0");
+    }
+
+    #[test]
+    fn a_node_needs_consecutive_abnormal_rounds_and_is_released_after_normal_ones() {
+        let policy = Policy::default(); // 3 abnormal, 3 normal rounds
+        let s = cluster();
+        let mut state = RebalanceState::default();
+        for round in 1..=2 {
+            let (p, next) = plan(&s, &state, &policy, NOW);
+            assert!(p.evictions.is_empty(), "round {round}");
+            let report = p.nodes.iter().find(|n| n.node == "hot");
+            assert_eq!(report.map(|r| r.status), Some(NodeStatus::Abnormal));
+            state = next;
+        }
+        let (p, next) = plan(&s, &state, &policy, NOW);
+        assert_eq!(evicted(&p), ["web-0"]);
+        assert!(next.nodes["hot"][&Resource::Cpu].source);
+        // Normal load for three rounds releases it.
+        let mut calm = s.clone();
+        calm.node_loads
+            .insert("hot".to_owned(), node_load(0.5, 0.5));
+        let mut state = next;
+        for _ in 0..3 {
+            state = plan(&calm, &state, &policy, NOW).1;
+        }
+        assert!(!state.nodes.contains_key("hot"), "{:?}", state.nodes);
+    }
+
+    #[test]
+    fn throttling_is_never_a_reason() {
+        let mut s = cluster();
+        let mut load = node_load(0.5, 0.5);
+        load.cpu_throttled_share = Some(0.9);
+        s.node_loads.insert("hot".to_owned(), load);
+        let plan = run(&s, &policy());
+        assert!(plan.evictions.is_empty());
+        assert!(plan.nodes.is_empty(), "{:?}", plan.nodes);
+    }
+
+    #[test]
+    fn contention_makes_a_source_and_its_relief_is_predicted() {
+        let mut s = cluster();
+        let mut load = node_load(0.8, 0.5);
+        load.cpu.pressure = Some(0.4);
+        s.node_loads.insert("hot".to_owned(), load);
+        let plan = run(&s, &policy());
+        assert_eq!(evicted(&plan), ["web-0"]);
+        let after = &plan.evictions[0].source_after[&Resource::Cpu];
+        assert!(after.pressure.unwrap_or(1.0) <= 0.10, "{after:?}");
+    }
+
+    #[test]
+    fn nodes_without_fresh_load_are_on_neither_side() {
+        let mut s = cluster();
+        if let Some(l) = s.node_loads.get_mut("hot") {
+            l.fresh = false;
+        }
+        let plan = run(&s, &policy());
+        assert!(plan.evictions.is_empty());
+        let report = plan.nodes.iter().find(|n| n.node == "hot");
+        assert_eq!(report.and_then(|r| r.skip), Some(NodeSkip::LoadUnknown));
+        // Cold nodes without load are no destinations.
+        let mut s = cluster();
+        s.node_loads.remove("cold-a");
+        s.node_loads.remove("cold-b");
+        let plan = run(&s, &policy());
+        assert!(plan.evictions.is_empty());
+        assert_eq!(skip_of(&plan, "web-0"), Some(SkipReason::NoDestination));
+    }
+
+    #[test]
+    fn pods_without_load_are_not_moved() {
+        let mut s = cluster();
+        s.pod_loads.remove("uid-web-0");
+        let plan = run(&s, &policy());
+        assert_eq!(skip_of(&plan, "web-0"), Some(SkipReason::LoadUnknown));
+        assert!(!evicted(&plan).contains(&"web-0"));
+    }
+
+    #[test]
+    fn pdb_with_no_disruptions_left_protects_and_counts_down() {
+        let mut s = cluster();
+        s.pdbs.push(pdb("web", 0));
+        let plan = run(&s, &policy());
+        assert_eq!(skip_of(&plan, "web-0"), Some(SkipReason::Pdb));
+        assert_eq!(evicted(&plan), ["api-0", "db-0"]);
+        // One PDB over api and db with one disruption: the second is refused.
+        let mut s = cluster();
+        set_pod(&mut s, "web-0", |p| p.priority = 100);
+        let mut shared = pdb("x", 1);
+        shared.selector.match_labels.clear();
+        s.pdbs.push(shared);
+        let plan = run(&s, &policy());
+        assert_eq!(evicted(&plan), ["api-0"]);
+        assert_eq!(skip_of(&plan, "db-0"), Some(SkipReason::Pdb));
+    }
+
+    #[test]
+    fn per_node_namespace_round_and_rate_limits() {
+        let mut s = cluster();
+        set_pod(&mut s, "web-0", |p| p.priority = 100); // two evictions needed
+        let limited = |change: fn(&mut Policy)| {
+            let mut p = policy();
+            change(&mut p);
+            run(&s, &p)
+        };
+        let plan = limited(|p| p.limits.per_node = 1);
+        assert_eq!(skip_of(&plan, "db-0"), Some(SkipReason::NodeLimit));
+        let plan = limited(|p| p.limits.per_namespace = 1);
+        assert_eq!(skip_of(&plan, "db-0"), Some(SkipReason::NamespaceLimit));
+        let plan = limited(|p| p.limits.per_round = 1);
+        assert_eq!(skip_of(&plan, "db-0"), Some(SkipReason::RoundLimit));
+        let plan = limited(|p| p.limits.token_bucket.burst = 1);
+        assert_eq!(skip_of(&plan, "db-0"), Some(SkipReason::RateLimit));
+        assert_eq!(plan.summary.tokens_left, 0.0);
+    }
+
+    #[test]
+    fn an_empty_bucket_refills_over_time() {
+        let s = cluster();
+        let state = RebalanceState {
+            tokens: crate::rebalance::state::TokenBucket {
+                tokens: 0.0,
+                updated: Some(NOW),
+            },
+            ..RebalanceState::default()
+        };
+        let (p, _) = plan(&s, &state, &policy(), NOW);
+        assert!(p.evictions.is_empty());
+        let report = p.nodes.iter().find(|n| n.node == "hot");
+        assert_eq!(report.and_then(|r| r.skip), Some(NodeSkip::LimitReached));
+        // 10 per minute: one token after 6 s.
+        let (p, _) = plan(&s, &state, &policy(), Timestamp(NOW.0 + 6));
+        assert_eq!(evicted(&p), ["web-0"]);
+    }
+
+    #[test]
+    fn destinations_must_fit_requests_taints_and_schedulability() {
+        let mut s = cluster();
+        set_pod(&mut s, "web-0", |p| p.requests.cpu_millicores = 3950);
+        s.pods.retain(|p| p.name != "api-0" && p.name != "db-0");
+        let plan = run(&s, &policy());
+        let skip = plan.skipped_pods.iter().find(|p| p.pod.name == "web-0");
+        assert_eq!(skip.map(|s| s.reason), Some(SkipReason::NoDestination));
+        assert!(
+            skip.is_some_and(|s| s.detail.contains("2 lack free cpu for its requests")),
+            "{skip:?}"
+        );
+        let mut s = cluster();
+        for n in s.nodes.iter_mut().filter(|n| n.name == "cold-a") {
+            n.unschedulable = true;
+        }
+        for n in s.nodes.iter_mut().filter(|n| n.name == "cold-b") {
+            n.taints.push(Taint {
+                key: "k".to_owned(),
+                value: String::new(),
+                effect: TaintEffect::NoExecute,
+            });
+        }
+        let plan = run(&s, &policy());
+        assert!(plan.evictions.is_empty());
+        let skip = plan.skipped_pods.iter().find(|p| p.pod.name == "web-0");
+        assert!(
+            skip.is_some_and(|s| s.detail.contains("1 have taints")),
+            "{skip:?}"
+        );
+    }
+
+    #[test]
+    fn destinations_stay_under_their_high_threshold() {
+        let mut s = cluster();
+        s.node_loads
+            .insert("cold-a".to_owned(), node_load(0.6, 0.3));
+        s.node_loads
+            .insert("cold-b".to_owned(), node_load(0.6, 0.3));
+        // web-0 (0.3 of a node) would push either to 0.9 > 0.85; api-0 (0.15) fits.
+        let plan = run(&s, &policy());
+        assert!(!evicted(&plan).contains(&"web-0"));
+        let skip = plan.skipped_pods.iter().find(|p| p.pod.name == "web-0");
+        assert!(
+            skip.is_some_and(|s| s.detail.contains("would go above their high thresholds")),
+            "{skip:?}"
+        );
+        for e in &plan.evictions {
+            let u = e.destinations[0].after[&Resource::Cpu].utilisation;
+            assert!(u.unwrap_or(1.0) <= 0.85);
+        }
+    }
+
+    #[test]
+    fn ranked_destinations_least_loaded_after_placement_first() {
+        let mut s = cluster();
+        s.node_loads
+            .insert("cold-b".to_owned(), node_load(0.2, 0.2));
+        let plan = run(&s, &policy());
+        let names: Vec<&str> = plan.evictions[0]
+            .destinations
+            .iter()
+            .map(|d| d.node.as_str())
+            .collect();
+        assert_eq!(names, ["cold-b", "cold-a"]);
+    }
+
+    #[test]
+    fn in_flight_blocks_until_the_replacement_is_ready_then_cooldown_rules() {
+        let s = cluster();
+        let (_, state) = plan(&s, &RebalanceState::default(), &policy(), NOW);
+        assert!(state.workloads.values().any(|w| w.in_flight.is_some()));
+        // Next round, web-0 still there: the workload is in flight.
+        let later = Timestamp(NOW.0 + 60);
+        let (p, state2) = plan(&s, &state, &policy(), later);
+        assert_eq!(skip_of(&p, "web-0"), Some(SkipReason::InFlight));
+        // web-0 gone, replacement web-2 Ready since the eviction: released, cooldown remains.
+        let mut replaced = s.clone();
+        replaced.pods.retain(|p| p.name != "web-0");
+        let mut web2 = pod("web-2", "cold-b");
+        web2.start_time = Timestamp(NOW.0 + 30);
+        replaced.pods.push(web2);
+        let mut again = pod("web-3", "hot");
+        again.start_time = Timestamp(0);
+        replaced
+            .pod_loads
+            .insert(again.uid.clone(), pod_load(1.2, GIB as f64));
+        replaced.pods.push(again);
+        let (p, state3) = plan(&replaced, &state2, &policy(), later);
+        let web = state3
+            .workloads
+            .get(&crate::rebalance::snapshot::WorkloadKey::new(
+                "default",
+                "Deployment",
+                "web",
+            ));
+        assert!(web.is_some_and(|w| w.in_flight.is_none()), "{web:?}");
+        assert_eq!(skip_of(&p, "web-3"), Some(SkipReason::Cooldown));
+    }
+
+    #[test]
+    fn dry_run_only_marks_the_plan() {
+        let s = cluster();
+        let (wet, wet_state) = plan(&s, &RebalanceState::default(), &policy(), NOW);
+        let mut dry_policy = policy();
+        dry_policy.dry_run = true;
+        let (dry, dry_state) = plan(&s, &RebalanceState::default(), &dry_policy, NOW);
+        assert!(dry.dry_run && !wet.dry_run);
+        assert_eq!(
+            Plan {
+                dry_run: false,
+                ..dry
+            },
+            wet
+        );
+        assert_eq!(dry_state, wet_state);
+    }
+
+    #[test]
+    fn ineligible_pods_are_reported_with_their_reason() {
+        let mut s = cluster();
+        set_pod(&mut s, "web-0", |p| {
+            p.owner = Some(crate::rebalance::snapshot::Owner {
+                kind: "DaemonSet".to_owned(),
+                name: "agent".to_owned(),
+            })
+        });
+        let plan = run(&s, &policy());
+        assert_eq!(skip_of(&plan, "web-0"), Some(SkipReason::DaemonSet));
+        assert_eq!(evicted(&plan), ["api-0", "db-0"]);
+    }
+
+    #[test]
+    fn removed_nodes_are_forgotten() {
+        let s = cluster();
+        let (_, state) = plan(&s, &RebalanceState::default(), &policy(), NOW);
+        assert!(state.nodes.contains_key("hot"));
+        let mut without = s.clone();
+        without.nodes.retain(|n| n.name != "hot");
+        let (_, state) = plan(&without, &state, &policy(), NOW);
+        assert!(!state.nodes.contains_key("hot"));
+    }
+}
