@@ -1,4 +1,5 @@
 //! The subcommands: thin wiring of collect, load and serve, and terminal output.
 
 pub mod agent;
+pub mod plan;
 pub mod top;

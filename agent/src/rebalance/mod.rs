@@ -15,6 +15,8 @@ mod matching;
 pub mod plan;
 pub mod policy;
 mod predict;
+#[cfg(test)]
+mod properties;
 mod round;
 pub mod snapshot;
 pub mod state;

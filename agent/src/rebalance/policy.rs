@@ -378,3 +378,111 @@ impl Policy {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_an_empty_file_means_defaults() {
+        assert!(Policy::default().validate().is_ok());
+        assert_eq!(Policy::from_toml("").ok(), Some(Policy::default()));
+    }
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let text = toml::to_string(&Policy::default()).unwrap_or_default();
+        assert_eq!(Policy::from_toml(&text).ok(), Some(Policy::default()));
+    }
+
+    #[test]
+    fn a_partial_file_keeps_the_other_defaults() {
+        let policy = Policy::from_toml(
+            "dry_run = true\n[classification]\nabnormal_rounds = 5\n[classification.cpu]\nutilisation = { high = 0.9, low = 0.6 }\npressure = { high = 0.3, low = 0.1 }\n[limits]\nper_round = 3\n",
+        );
+        let policy = policy.unwrap_or_default();
+        assert!(policy.dry_run);
+        assert_eq!(policy.classification.abnormal_rounds, 5);
+        assert_eq!(policy.classification.normal_rounds, 3);
+        assert_eq!(policy.classification.cpu.utilisation.high, 0.9);
+        assert_eq!(policy.limits.per_round, 3);
+        assert_eq!(policy.limits.per_node, 2);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_their_name() {
+        let err = Policy::from_toml("[limits]\nper_rounds = 3\n").err();
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.contains("per_rounds"), "{text}");
+    }
+
+    #[test]
+    fn trigger_must_exceed_release() {
+        let err = Policy::from_toml(
+            "[classification.memory]\nutilisation = { high = 0.8, low = 0.8 }\npressure = { high = 0.02, low = 0.005 }\n",
+        )
+        .err();
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            text.contains("classification.memory.utilisation.high (0.8) must be above"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn each_invalid_field_is_named() {
+        type Change = fn(&mut Policy);
+        let cases: [(Change, &str); 8] = [
+            (
+                |p| p.classification.abnormal_rounds = 0,
+                "classification.abnormal_rounds",
+            ),
+            (
+                |p| p.classification.normal_rounds = 0,
+                "classification.normal_rounds",
+            ),
+            (
+                |p| p.classification.network.pressure.low = -1.0,
+                "classification.network.pressure.low",
+            ),
+            (
+                |p| p.selection.weights.cpu = f64::NAN,
+                "selection.weights.cpu",
+            ),
+            (|p| p.limits.per_node = 0, "limits.per_node"),
+            (
+                |p| p.limits.token_bucket.refill_per_minute = -1.0,
+                "limits.token_bucket.refill_per_minute",
+            ),
+            (
+                |p| p.limits.cooldown.max_seconds = 1,
+                "limits.cooldown.max_seconds",
+            ),
+            (
+                |p| {
+                    p.eligibility
+                        .namespaces_include
+                        .insert("kube-system".to_owned());
+                },
+                "namespaces_include",
+            ),
+        ];
+        for (change, field) in cases {
+            let mut policy = Policy::default();
+            change(&mut policy);
+            let text = policy
+                .validate()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(text.contains(field), "{field}: {text}");
+        }
+        let mut policy = Policy::default();
+        policy.selection.weights = Weights {
+            cpu: 0.0,
+            memory: 0.0,
+            network: 0.0,
+        };
+        assert!(matches!(policy.validate(), Err(PolicyError::NoWeight)));
+    }
+}

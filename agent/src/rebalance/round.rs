@@ -1335,6 +1335,20 @@ mod tests {
     }
 
     #[test]
+    fn state_survives_json_for_a_new_leader() {
+        let s = cluster();
+        let (_, state) = plan(&s, &RebalanceState::default(), &policy(), NOW);
+        let text = serde_json::to_string(&state).unwrap_or_default();
+        let restored: Option<RebalanceState> = serde_json::from_str(&text).ok();
+        assert_eq!(restored.as_ref(), Some(&state));
+        let later = Timestamp(NOW.0 + 60);
+        assert_eq!(
+            restored.map(|r| plan(&s, &r, &policy(), later)),
+            Some(plan(&s, &state, &policy(), later))
+        );
+    }
+
+    #[test]
     fn removed_nodes_are_forgotten() {
         let s = cluster();
         let (_, state) = plan(&s, &RebalanceState::default(), &policy(), NOW);

@@ -51,6 +51,30 @@ pub struct ClusterSnapshot {
     pub pod_loads: BTreeMap<String, PodLoad>,
 }
 
+/// Why a snapshot cannot be planned on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot: node {0:?} appears twice in nodes; node names must be unique")]
+    DuplicateNode(String),
+    #[error("snapshot: pod uid {0:?} appears twice in pods; pod uids must be unique")]
+    DuplicatePod(String),
+}
+
+impl ClusterSnapshot {
+    /// Checks what the planner relies on: unique node names and pod uids.
+    pub fn validate(&self) -> Result<(), SnapshotError> {
+        let mut names = std::collections::HashSet::new();
+        if let Some(node) = self.nodes.iter().find(|n| !names.insert(n.name.as_str())) {
+            return Err(SnapshotError::DuplicateNode(node.name.clone()));
+        }
+        let mut uids = std::collections::HashSet::new();
+        if let Some(pod) = self.pods.iter().find(|p| !uids.insert(p.uid.as_str())) {
+            return Err(SnapshotError::DuplicatePod(pod.uid.clone()));
+        }
+        Ok(())
+    }
+}
+
 /// CPU, memory and extended resources, as in a node's allocatable or a pod's requests / limits.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resources {
