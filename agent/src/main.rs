@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use ballast::cli::{agent::AgentArgs, plan::PlanArgs, top::TopArgs};
+use ballast::cli::{agent::AgentArgs, plan::PlanArgs, simulate::SimulateArgs, top::TopArgs};
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +23,8 @@ enum Command {
     Top(TopArgs),
     /// Plan one rebalancing round on a captured cluster snapshot and explain every decision.
     Plan(PlanArgs),
+    /// Try the planner on a simulated cluster, side by side with the descheduler's baseline.
+    Simulate(SimulateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,5 +32,6 @@ fn main() -> anyhow::Result<()> {
         Command::Agent(args) => ballast::cli::agent::run(args),
         Command::Top(args) => ballast::cli::top::run(args),
         Command::Plan(args) => ballast::cli::plan::run(args),
+        Command::Simulate(args) => ballast::cli::simulate::run(args),
     }
 }

@@ -2,4 +2,5 @@
 
 pub mod agent;
 pub mod plan;
+pub mod simulate;
 pub mod top;

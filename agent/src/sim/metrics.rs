@@ -34,10 +34,13 @@ pub struct RunMetrics {
     pub limit_violations: u32,
     /// Rounds whose mean state met the target.
     pub balanced_rounds: u32,
-    /// The first round from which every later round met the target (0: balanced throughout).
+    /// The first round from which every later round met the target, at least
+    /// [`SETTLED_ROUNDS`] of them (0: balanced throughout).
     pub balanced_from_round: Option<u32>,
     /// Evictions made before [`RunMetrics::balanced_from_round`].
     pub evictions_to_balance: Option<u32>,
+    /// Evictions per workload (`namespace/name`).
+    pub evictions_by_workload: BTreeMap<String, u32>,
 }
 
 /// Per round and node, for plots: round-mean utilisation and normalised pressure.
@@ -47,10 +50,15 @@ pub struct Series {
     pub pressure: Vec<Vec<f64>>,
 }
 
+/// A run counts as on target from some round only if it stays there for at least this many
+/// rounds (or the whole run, if shorter): one lucky last round is not a result.
+pub const SETTLED_ROUNDS: usize = 5;
+
 /// Collects a run's figures tick by tick and round by round.
 #[derive(Debug)]
 pub struct Recorder {
     target: Target,
+    workloads: Vec<String>,
     tick_seconds: u64,
     metrics: RunMetrics,
     series: Series,
@@ -80,9 +88,11 @@ fn coefficient_of_variation(values: &[f64]) -> f64 {
 }
 
 impl Recorder {
-    pub fn new(target: Target, tick_seconds: u32, nodes: usize) -> Self {
+    /// `workloads` names the workload indices `evicted` is given.
+    pub fn new(target: Target, tick_seconds: u32, nodes: usize, workloads: Vec<String>) -> Self {
         Self {
             target,
+            workloads,
             tick_seconds: u64::from(tick_seconds),
             metrics: RunMetrics::default(),
             series: Series::default(),
@@ -131,6 +141,13 @@ impl Recorder {
 
     pub fn evicted(&mut self, workload: usize, slot: u32, at: u64) {
         self.metrics.evictions += 1;
+        if let Some(name) = self.workloads.get(workload) {
+            *self
+                .metrics
+                .evictions_by_workload
+                .entry(name.clone())
+                .or_insert(0) += 1;
+        }
         let window = u64::from(self.target.repeat_window_seconds);
         let entry = self
             .last_eviction
@@ -168,7 +185,10 @@ impl Recorder {
             .map(|m| (m.0 - mean_cpu).max(m.1 - mean_memory))
             .fold(f64::MIN, f64::max);
         let balanced = worst_pressure <= self.target.max_pressure
-            && worst_deviation <= self.target.max_deviation;
+            && self
+                .target
+                .max_deviation
+                .is_none_or(|max| worst_deviation <= max);
         self.balanced.push(balanced);
         self.evictions_by_round.push(self.metrics.evictions);
         self.metrics.balanced_rounds += u32::from(balanced);
@@ -192,10 +212,13 @@ impl Recorder {
         m.rounds = self.balanced.len() as u32;
         m.mean_pressure = self.pressure_sum / self.pressure_samples.max(1) as f64;
         m.mean_utilisation_cv = self.cv_sum / self.ticks.max(1) as f64;
-        let unbalanced_tail = self.balanced.iter().rposition(|b| !b);
-        m.balanced_from_round = match unbalanced_tail {
+        let rounds = self.balanced.len();
+        let last_unbalanced = self.balanced.iter().rposition(|b| !b);
+        m.balanced_from_round = match last_unbalanced {
             None => Some(0),
-            Some(last) if last + 1 < self.balanced.len() => Some(last as u32 + 1),
+            Some(last) if rounds - (last + 1) >= SETTLED_ROUNDS.min(rounds) => {
+                Some(last as u32 + 1)
+            }
             Some(_) => None,
         };
         // Evictions made up to the end of the last unbalanced round brought the balance.
@@ -229,32 +252,39 @@ mod tests {
 
     #[test]
     fn balance_is_found_from_the_last_unbalanced_round() {
-        let mut recorder = Recorder::new(Target::default(), 15, 2);
+        let target = Target {
+            max_deviation: Some(0.25),
+            ..Target::default()
+        };
+        let mut recorder = Recorder::new(target, 15, 2, vec!["web".into()]);
         // Round 0: hot and skewed. Round 1: still hot, one eviction. Rounds 2-3: balanced.
         recorder.tick(&[truth(1.2, 0.8), truth(0.2, 0.0)]);
         recorder.end_round();
         recorder.evicted(0, 0, 60);
         recorder.tick(&[truth(1.0, 0.5), truth(0.4, 0.0)]);
         recorder.end_round();
-        for _ in 0..2 {
+        for _ in 0..SETTLED_ROUNDS {
             recorder.tick(&[truth(0.6, 0.1), truth(0.6, 0.1)]);
             recorder.end_round();
         }
         let (metrics, series) = recorder.finish();
         assert_eq!(metrics.balanced_from_round, Some(2));
         assert_eq!(metrics.evictions_to_balance, Some(1));
-        assert_eq!(metrics.balanced_rounds, 2);
+        assert_eq!(metrics.balanced_rounds, SETTLED_ROUNDS as u32);
         assert_eq!(metrics.node_seconds_above_target, 30);
         assert!((metrics.max_pressure - 0.8).abs() < 1e-12);
         assert!((metrics.final_max_pressure - 0.1).abs() < 1e-12);
         assert_eq!(metrics.final_utilisation_cv, 0.0);
-        assert_eq!(series.pressure.len(), 4);
+        assert_eq!(series.pressure.len(), 2 + SETTLED_ROUNDS);
     }
 
     #[test]
     fn never_balanced_is_none_and_repeats_count_once_per_replica() {
-        let mut recorder = Recorder::new(Target::default(), 15, 1);
+        let mut recorder = Recorder::new(Target::default(), 15, 1, vec!["web".into()]);
         recorder.tick(&[truth(0.5, 0.9)]);
+        recorder.end_round();
+        // Balanced again, but not for long enough.
+        recorder.tick(&[truth(0.5, 0.1)]);
         recorder.end_round();
         recorder.evicted(0, 1, 100);
         recorder.evicted(0, 1, 200);
@@ -281,5 +311,6 @@ mod tests {
         assert_eq!(metrics.repeated_replicas, 1);
         assert_eq!(metrics.returned_to_source, 1);
         assert_eq!(metrics.evictions, 5);
+        assert_eq!(metrics.evictions_by_workload["web"], 5);
     }
 }

@@ -9,6 +9,7 @@ pub mod baseline;
 pub mod cluster;
 pub mod metrics;
 pub mod physics;
+pub mod report;
 pub mod rng;
 pub mod run;
 pub mod scenario;

@@ -1,0 +1,131 @@
+//! `ballast simulate`: runs the planner on a simulated cluster, optionally side by side with the
+//! descheduler's LowNodeUtilization baseline, and prints the comparison (table or JSON), with an
+//! optional SVG plot of node load over time.
+
+use std::{io::Write as _, path::PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::{
+    rebalance::Policy,
+    sim::{
+        report,
+        run::{compare, RunConfig},
+        scenario::{self, Scenario, SHIPPED},
+    },
+};
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// A shipped scenario's name (see --list) or a scenario file (TOML).
+    #[arg(long, required_unless_present = "list")]
+    pub scenario: Option<String>,
+    /// List the shipped scenarios and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Planner policy, TOML (defaults when absent).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Also run the descheduler's LowNodeUtilization (by requests) on the same scenario and seed.
+    #[arg(long)]
+    pub compare_baseline: bool,
+    /// Planning rounds (default: the scenario's).
+    #[arg(long)]
+    pub rounds: Option<u32>,
+    /// Seed of the load noise and the scheduler's tie-breaks (default: the scenario's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Write an SVG plot of node utilisation and pressure per round here.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// A shipped scenario by name, else a file.
+pub fn load_scenario(name_or_path: &str) -> Result<Scenario> {
+    if let Some(text) = scenario::shipped(name_or_path) {
+        return Ok(scenario::parse(name_or_path, text)?);
+    }
+    let text = std::fs::read_to_string(name_or_path).with_context(|| {
+        let names: Vec<&str> = SHIPPED.iter().map(|(name, _)| *name).collect();
+        format!(
+            "`{name_or_path}` is neither a shipped scenario ({}) nor a readable file",
+            names.join(", ")
+        )
+    })?;
+    Ok(scenario::parse(name_or_path, &text)?)
+}
+
+pub fn run(args: SimulateArgs) -> Result<()> {
+    if args.list {
+        for (name, text) in SHIPPED {
+            let scenario = scenario::parse(name, text)?;
+            let summary = scenario
+                .description
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            println!("{name}\n    {summary}\n");
+        }
+        return Ok(());
+    }
+    let name = args.scenario.as_deref().context("--scenario is required")?;
+    let scenario = load_scenario(name)?;
+    let policy = match &args.policy {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the policy {}", path.display()))?;
+            Policy::from_toml(&text)
+                .with_context(|| format!("{} is not a usable policy", path.display()))?
+        }
+        None => Policy::default(),
+    };
+    let config = RunConfig {
+        rounds: args.rounds.unwrap_or(scenario.rounds),
+        seed: args.seed.unwrap_or(scenario.seed),
+    };
+    anyhow::ensure!(config.rounds > 0, "--rounds must be at least 1");
+    let runs = if args.compare_baseline { 2 } else { 1 };
+    // Drawn on stderr and hidden when stderr is not a terminal, so pipes get clean output.
+    let bar = ProgressBar::with_draw_target(
+        Some(u64::from(config.rounds) * runs),
+        ProgressDrawTarget::stderr(),
+    );
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} rounds ({eta})")
+            .context("progress bar template")?
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("simulating {}", scenario.name));
+    let comparison = compare(
+        &scenario,
+        &policy,
+        config,
+        args.compare_baseline,
+        &mut |done| bar.set_position(u64::from(done)),
+    )?;
+    bar.finish_and_clear();
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        Format::Table => write!(out, "{}", report::table(&comparison))?,
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &comparison)?;
+            writeln!(out)?;
+        }
+    }
+    if let Some(path) = &args.plot {
+        std::fs::write(path, report::svg(&comparison, scenario.target.max_pressure))
+            .with_context(|| format!("writing the plot to {}", path.display()))?;
+        tracing::info!(path = %path.display(), "plot written");
+    }
+    Ok(())
+}
