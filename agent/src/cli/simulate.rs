@@ -19,7 +19,8 @@ use crate::{
 
 #[derive(Args, Debug)]
 pub struct SimulateArgs {
-    /// A shipped scenario's name (see --list) or a scenario file (TOML).
+    /// A shipped scenario's name (see --list), `all` for every shipped one, or a scenario file
+    /// (TOML).
     #[arg(long, required_unless_present = "list")]
     pub scenario: Option<String>,
     /// List the shipped scenarios and exit.
@@ -48,6 +49,8 @@ pub struct SimulateArgs {
 pub enum Format {
     Table,
     Json,
+    /// The simulation-quality rows of BENCHMARKS.md (needs --compare-baseline).
+    Markdown,
 }
 
 /// A shipped scenario by name, else a file.
@@ -79,7 +82,22 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         return Ok(());
     }
     let name = args.scenario.as_deref().context("--scenario is required")?;
-    let scenario = load_scenario(name)?;
+    anyhow::ensure!(
+        args.format != Format::Markdown || args.compare_baseline,
+        "--format markdown compares with the baseline: add --compare-baseline"
+    );
+    let scenarios = if name == "all" {
+        SHIPPED
+            .iter()
+            .map(|(name, text)| scenario::parse(name, text))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        vec![load_scenario(name)?]
+    };
+    anyhow::ensure!(
+        args.plot.is_none() || scenarios.len() == 1,
+        "--plot draws one scenario: name one instead of `all`"
+    );
     let policy = match &args.policy {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -89,6 +107,40 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         }
         None => Policy::default(),
     };
+    let mut comparisons = Vec::with_capacity(scenarios.len());
+    for scenario in &scenarios {
+        comparisons.push(simulate(scenario, &policy, &args)?);
+    }
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        Format::Table => {
+            for comparison in &comparisons {
+                writeln!(out, "{}", report::table(comparison))?;
+            }
+        }
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &comparisons)?;
+            writeln!(out)?;
+        }
+        Format::Markdown => write!(out, "{}", report::quality_markdown(&comparisons))?,
+    }
+    if let (Some(path), [scenario]) = (&args.plot, scenarios.as_slice()) {
+        std::fs::write(
+            path,
+            report::svg(&comparisons[0], scenario.target.max_pressure),
+        )
+        .with_context(|| format!("writing the plot to {}", path.display()))?;
+        eprintln!("plot written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// One scenario, ours and (when asked) the baseline, behind a progress bar.
+fn simulate(
+    scenario: &Scenario,
+    policy: &Policy,
+    args: &SimulateArgs,
+) -> Result<report::Comparison> {
     let config = RunConfig {
         rounds: args.rounds.unwrap_or(scenario.rounds),
         seed: args.seed.unwrap_or(scenario.seed),
@@ -107,25 +159,12 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     );
     bar.set_message(format!("simulating {}", scenario.name));
     let comparison = compare(
-        &scenario,
-        &policy,
+        scenario,
+        policy,
         config,
         args.compare_baseline,
         &mut |done| bar.set_position(u64::from(done)),
     )?;
     bar.finish_and_clear();
-    let mut out = std::io::stdout().lock();
-    match args.format {
-        Format::Table => write!(out, "{}", report::table(&comparison))?,
-        Format::Json => {
-            serde_json::to_writer_pretty(&mut out, &comparison)?;
-            writeln!(out)?;
-        }
-    }
-    if let Some(path) = &args.plot {
-        std::fs::write(path, report::svg(&comparison, scenario.target.max_pressure))
-            .with_context(|| format!("writing the plot to {}", path.display()))?;
-        tracing::info!(path = %path.display(), "plot written");
-    }
-    Ok(())
+    Ok(comparison)
 }

@@ -258,3 +258,90 @@ pub fn svg(comparison: &Comparison, target_pressure: f64) -> String {
     out.push_str("</svg>\n");
     out
 }
+
+/// One Markdown row per scenario for BENCHMARKS.md: the simulation-quality figures, ours /
+/// baseline.
+pub fn quality_markdown(comparisons: &[Comparison]) -> String {
+    let mut out = String::from(
+        "| scenario | rounds | evictions to target (ballast / baseline) | ratio | evictions in all | final max node pressure | node-minutes above target | returned to source | PDB / limit violations (ballast) |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for c in comparisons {
+        let ours = &c.ours.metrics;
+        let Some(baseline) = c.baseline.as_ref().map(|b| &b.metrics) else {
+            continue;
+        };
+        let ratio = eviction_ratio(ours, baseline).map_or("n/a".to_string(), |r| format!("{r:.2}"));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} / {} | {} | {} / {} | {:.2} / {:.2} | {:.1} / {:.1} | {} / {} | {} / {} |",
+            c.scenario,
+            c.rounds,
+            optional(ours.evictions_to_balance),
+            optional(baseline.evictions_to_balance),
+            ratio,
+            ours.evictions,
+            baseline.evictions,
+            ours.final_max_pressure,
+            baseline.final_max_pressure,
+            ours.node_seconds_above_target as f64 / 60.0,
+            baseline.node_seconds_above_target as f64 / 60.0,
+            ours.returned_to_source,
+            baseline.returned_to_source,
+            ours.pdb_violations,
+            ours.limit_violations,
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        rebalance::Policy,
+        sim::{
+            run::{compare, RunConfig},
+            scenario::{parse, shipped},
+        },
+    };
+
+    fn comparison() -> Comparison {
+        let scenario = parse("n", shipped("noisy-neighbour").expect("shipped")).expect("valid");
+        let config = RunConfig { rounds: 8, seed: 3 };
+        compare(&scenario, &Policy::default(), config, true, &mut |_| {}).expect("runs")
+    }
+
+    #[test]
+    fn ratio_counts_never_as_worse_than_anything() {
+        let reached = |evictions| RunMetrics {
+            evictions_to_balance: evictions,
+            ..RunMetrics::default()
+        };
+        assert_eq!(eviction_ratio(&reached(Some(3)), &reached(None)), Some(0.0));
+        assert_eq!(
+            eviction_ratio(&reached(Some(2)), &reached(Some(4))),
+            Some(0.5)
+        );
+        assert_eq!(eviction_ratio(&reached(Some(0)), &reached(Some(0))), None);
+        assert_eq!(eviction_ratio(&reached(None), &reached(Some(4))), None);
+    }
+
+    #[test]
+    fn table_markdown_and_svg_show_both_runs() {
+        let comparison = comparison();
+        let table = table(&comparison);
+        assert!(
+            table.contains("ballast") && table.contains("baseline"),
+            "{table}"
+        );
+        assert_eq!(table.lines().count(), 2 + ROWS.len() + 1, "{table}");
+        let markdown = quality_markdown(std::slice::from_ref(&comparison));
+        assert_eq!(markdown.lines().count(), 3, "{markdown}");
+        assert!(markdown.contains("| noisy-neighbour | 8 |"), "{markdown}");
+        let svg = svg(&comparison, 0.3);
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        // Two panels per run, one line per node in each.
+        assert_eq!(svg.matches("<polyline").count(), 2 * 2 * 6);
+        assert!(svg.contains("worker-5"));
+    }
+}

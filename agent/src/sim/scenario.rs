@@ -56,11 +56,12 @@ pub fn shipped(name: &str) -> Option<&'static str> {
 /// Why a scenario cannot be used. Each message names the field and what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    #[error("scenario {origin} is not valid TOML for a scenario: {source}(unknown fields are rejected; see the shipped scenarios in agent/src/sim/scenarios for every field)")]
+    // The TOML error is part of the message (it shows the line and the field), not a source,
+    // so that it is printed once.
+    #[error("scenario {origin} is not valid TOML for a scenario: {error}(unknown fields are rejected; see the shipped scenarios in agent/src/sim/scenarios for every field)")]
     Parse {
         origin: String,
-        #[source]
-        source: Box<toml::de::Error>,
+        error: Box<toml::de::Error>,
     },
     #[error("scenario {origin}: field `{field}` {problem}")]
     Invalid {
@@ -279,9 +280,9 @@ fn default_namespace() -> String {
 
 /// Parses and validates a scenario; `origin` (a file name or a shipped name) goes into errors.
 pub fn parse(origin: &str, text: &str) -> Result<Scenario, ScenarioError> {
-    let scenario: Scenario = toml::from_str(text).map_err(|source| ScenarioError::Parse {
+    let scenario: Scenario = toml::from_str(text).map_err(|error| ScenarioError::Parse {
         origin: origin.to_string(),
-        source: Box::new(source),
+        error: Box::new(error),
     })?;
     scenario
         .validate()
@@ -338,7 +339,7 @@ impl Scenario {
             "must be at least 1",
         )?;
         check(
-            t.round_seconds >= t.tick_seconds && t.round_seconds % t.tick_seconds == 0,
+            t.round_seconds >= t.tick_seconds && t.round_seconds.is_multiple_of(t.tick_seconds),
             "timing.round_seconds",
             "must be a positive multiple of timing.tick_seconds",
         )?;
