@@ -280,6 +280,13 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_policy_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/policy.toml");
+        let text = read(&path, "policy").expect("the shipped policy is readable");
+        assert_eq!(Policy::from_toml(&text).ok(), Some(Policy::default()));
+    }
+
+    #[test]
     fn malformed_files_name_the_file_and_the_problem() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("snap.json");

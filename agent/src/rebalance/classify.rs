@@ -2,7 +2,7 @@
 //! the hysteresis that turns consecutive rounds into "source" and back.
 
 use super::{
-    plan::Figures,
+    loads::{index, Loads},
     policy::{Band, Classification, ThresholdMode},
     state::Hysteresis,
 };
@@ -30,10 +30,10 @@ pub enum Verdict {
 }
 
 impl Thresholds {
-    /// `figures` are the fresh nodes' loads; only deviation mode looks at them.
+    /// `loads` are the fresh nodes' loads; only deviation mode looks at them.
     pub fn for_round<'a>(
         policy: &Classification,
-        figures: impl Iterator<Item = &'a Figures> + Clone,
+        loads: impl Iterator<Item = &'a Loads> + Clone,
     ) -> Self {
         let bands = Resource::ALL.map(|resource| {
             let configured = policy.of(resource);
@@ -41,9 +41,9 @@ impl Thresholds {
                 ThresholdMode::Absolute => (configured.utilisation, configured.pressure),
                 ThresholdMode::Deviation => {
                     let mean = |pick: fn(&crate::load::score::ResourceLoad) -> Option<f64>| {
-                        let (sum, count) = figures
+                        let (sum, count) = loads
                             .clone()
-                            .filter_map(|f| f.get(&resource).and_then(pick))
+                            .filter_map(|l| pick(l.get(resource)))
                             .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
                         if count == 0 {
                             0.0
@@ -68,40 +68,36 @@ impl Thresholds {
 
     /// (utilisation band, pressure band) of `resource`.
     pub fn of(&self, resource: Resource) -> (Band, Band) {
-        let index = match resource {
-            Resource::Cpu => 0,
-            Resource::Memory => 1,
-            Resource::Network => 2,
-        };
-        self.bands[index]
+        self.bands[index(resource)]
     }
 
-    pub fn verdict(&self, figures: &Figures, resource: Resource) -> Verdict {
+    pub fn verdict(&self, loads: &Loads, resource: Resource) -> Verdict {
         let (u_band, p_band) = self.of(resource);
-        let Some(load) = figures.get(&resource) else {
-            return Verdict::Unknown;
-        };
-        let measured: Vec<(f64, Band)> = [(load.utilisation, u_band), (load.pressure, p_band)]
-            .into_iter()
-            .filter_map(|(value, band)| Some((value?, band)))
-            .collect();
-        if measured.is_empty() {
-            Verdict::Unknown
-        } else if measured.iter().any(|(v, band)| *v > band.high) {
-            Verdict::Abnormal
-        } else if measured.iter().all(|(v, band)| *v <= band.low) {
-            Verdict::Normal
-        } else {
-            Verdict::Between
+        let load = loads.get(resource);
+        let (mut measured, mut all_low) = (false, true);
+        for (value, band) in [(load.utilisation, u_band), (load.pressure, p_band)] {
+            let Some(value) = value else {
+                continue;
+            };
+            if value > band.high {
+                return Verdict::Abnormal;
+            }
+            measured = true;
+            all_low &= value <= band.low;
+        }
+        match (measured, all_low) {
+            (false, _) => Verdict::Unknown,
+            (true, true) => Verdict::Normal,
+            (true, false) => Verdict::Between,
         }
     }
 
     /// How loaded a resource is relative to its high thresholds: the larger of utilisation / high
     /// and pressure / high over the measured figures; `None` when nothing is measured. Above 1
     /// means abnormal.
-    pub fn level(&self, figures: &Figures, resource: Resource) -> Option<f64> {
+    pub fn level(&self, loads: &Loads, resource: Resource) -> Option<f64> {
         let (u_band, p_band) = self.of(resource);
-        let load = figures.get(&resource)?;
+        let load = loads.get(resource);
         [(load.utilisation, u_band), (load.pressure, p_band)]
             .into_iter()
             .filter_map(|(value, band)| Some(relative(value?, band.high)))
@@ -109,28 +105,28 @@ impl Thresholds {
     }
 
     /// The node's level: the highest of its resources (0 when nothing is measured).
-    pub fn node_level(&self, figures: &Figures) -> f64 {
+    pub fn node_level(&self, loads: &Loads) -> f64 {
         Resource::ALL
             .iter()
-            .filter_map(|r| self.level(figures, *r))
+            .filter_map(|r| self.level(loads, *r))
             .fold(0.0, f64::max)
     }
 
     /// Whether every measured figure of `resource` is at or under its low threshold: the target a
     /// source is relieved to.
-    pub fn under_target(&self, figures: &Figures, resource: Resource) -> bool {
+    pub fn under_target(&self, loads: &Loads, resource: Resource) -> bool {
         matches!(
-            self.verdict(figures, resource),
+            self.verdict(loads, resource),
             Verdict::Normal | Verdict::Unknown
         )
     }
 
     /// Whether every measured figure of every resource is at or under its high threshold: what a
     /// destination must keep after a placement.
-    pub fn under_high(&self, figures: &Figures) -> bool {
+    pub fn under_high(&self, loads: &Loads) -> bool {
         Resource::ALL
             .iter()
-            .all(|r| self.verdict(figures, *r) != Verdict::Abnormal)
+            .all(|r| self.verdict(loads, *r) != Verdict::Abnormal)
     }
 }
 
@@ -202,18 +198,18 @@ mod tests {
     use super::*;
     use crate::load::score::ResourceLoad;
 
-    fn figures(cpu_u: Option<f64>, cpu_p: Option<f64>) -> Figures {
-        BTreeMap::from([(
+    fn figures(cpu_u: Option<f64>, cpu_p: Option<f64>) -> Loads {
+        Loads::from_figures(&BTreeMap::from([(
             Resource::Cpu,
             ResourceLoad {
                 utilisation: cpu_u,
                 pressure: cpu_p,
             },
-        )])
+        )]))
     }
 
     fn absolute() -> Thresholds {
-        let f: Vec<Figures> = Vec::new();
+        let f: Vec<Loads> = Vec::new();
         Thresholds::for_round(&Classification::default(), f.iter())
     }
 

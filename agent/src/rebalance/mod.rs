@@ -11,6 +11,7 @@ mod eligibility;
 #[cfg(test)]
 mod fixtures;
 mod limits;
+mod loads;
 mod matching;
 pub mod plan;
 pub mod policy;

@@ -9,7 +9,7 @@
 //! less usage never predicts more pressure.
 
 use super::{
-    plan::Figures,
+    loads::{index, Loads},
     snapshot::{Node, NodeLoad, PodLoad},
 };
 use crate::load::score::{Resource, ResourceLoad};
@@ -40,18 +40,10 @@ impl Usage {
 /// A node's current (possibly already predicted) figures and what predicting them needs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeModel {
-    pub figures: Figures,
+    pub loads: Loads,
     capacity: [Option<f64>; 3],
     /// The node's own pressure slope per resource, fitted once from the measured figures.
     slope: [f64; 3],
-}
-
-fn index(resource: Resource) -> usize {
-    match resource {
-        Resource::Cpu => 0,
-        Resource::Memory => 1,
-        Resource::Network => 2,
-    }
 }
 
 fn queue(utilisation: f64) -> f64 {
@@ -67,10 +59,7 @@ impl NodeModel {
             positive(node.allocatable.memory_bytes as f64),
             load.network_capacity_bytes_per_second.and_then(positive),
         ];
-        let figures: Figures = Resource::ALL
-            .iter()
-            .map(|r| (*r, load.resource(*r).clone()))
-            .collect();
+        let loads = Loads::new(|r| load.resource(r).clone());
         let slope = Resource::ALL.map(|r| {
             let load = load.resource(r);
             match (load.utilisation, load.pressure) {
@@ -79,7 +68,7 @@ impl NodeModel {
             }
         });
         Self {
-            figures,
+            loads,
             capacity,
             slope,
         }
@@ -98,36 +87,30 @@ impl NodeModel {
 
     /// The figures after `usage` leaves (`arrives == false`) or arrives. Arrivals use at least
     /// `floor` as pressure slope. Figures that cannot be predicted stay as they are.
-    pub fn after(&self, usage: &Usage, arrives: bool, floor: &[f64; 3]) -> Figures {
-        Resource::ALL
-            .iter()
-            .map(|r| {
-                let load = self.figures.get(r).cloned().unwrap_or_default();
-                let (Some(u), Some(share)) = (load.utilisation, self.share(usage, *r)) else {
-                    return (*r, load);
-                };
-                let u_after = if arrives {
-                    u + share
-                } else {
-                    (u - share).max(0.0)
-                };
-                let slope = if arrives {
-                    self.slope[index(*r)].max(floor[index(*r)])
-                } else {
-                    self.slope[index(*r)]
-                };
-                let pressure = load
+    pub fn after(&self, usage: &Usage, arrives: bool, floor: &[f64; 3]) -> Loads {
+        Loads::new(|r| {
+            let load = self.loads.get(r).clone();
+            let (Some(u), Some(share)) = (load.utilisation, self.share(usage, r)) else {
+                return load;
+            };
+            let u_after = if arrives {
+                u + share
+            } else {
+                (u - share).max(0.0)
+            };
+            let own = self.slope[index(r)];
+            let slope = if arrives {
+                own.max(floor[index(r)])
+            } else {
+                own
+            };
+            ResourceLoad {
+                utilisation: Some(u_after),
+                pressure: load
                     .pressure
-                    .map(|p| (p + slope * (queue(u_after) - queue(u))).max(0.0));
-                (
-                    *r,
-                    ResourceLoad {
-                        utilisation: Some(u_after),
-                        pressure,
-                    },
-                )
-            })
-            .collect()
+                    .map(|p| (p + slope * (queue(u_after) - queue(u))).max(0.0)),
+            }
+        })
     }
 }
 
@@ -158,8 +141,8 @@ mod tests {
         NodeModel::new(&node("n", 4000, 16 * GIB), &load)
     }
 
-    fn cpu(figures: &Figures) -> (f64, f64) {
-        let l = &figures[&Resource::Cpu];
+    fn cpu(loads: &Loads) -> (f64, f64) {
+        let l = loads.get(Resource::Cpu);
         (l.utilisation.unwrap_or(-1.0), l.pressure.unwrap_or(-1.0))
     }
 
@@ -175,7 +158,8 @@ mod tests {
         assert!((u - 0.80).abs() < 1e-9);
         // 0.5 * (0.8 / 0.2) / (0.95 / 0.05) = 0.105
         assert!((p - 0.5 * 4.0 / 19.0).abs() < 1e-9, "{p}");
-        let memory = &m.after(&usage, false, &[0.0; 3])[&Resource::Memory];
+        let after = m.after(&usage, false, &[0.0; 3]);
+        let memory = after.get(Resource::Memory);
         assert!((memory.utilisation.unwrap_or(0.0) - (0.5 - 1.0 / 16.0)).abs() < 1e-9);
     }
 
@@ -204,7 +188,9 @@ mod tests {
         };
         assert_eq!(m.share(&usage, Resource::Network), None);
         assert_eq!(
-            m.after(&usage, true, &[0.0; 3])[&Resource::Network].utilisation,
+            m.after(&usage, true, &[0.0; 3])
+                .get(Resource::Network)
+                .utilisation,
             Some(0.7)
         );
     }

@@ -9,6 +9,7 @@ use proptest::prelude::*;
 use super::{
     classify::Thresholds,
     fixtures::cluster,
+    loads::Loads,
     matching::{placeable, selects},
     plan::{plan, Figures, Plan},
     policy::Policy,
@@ -122,7 +123,7 @@ fn check_invariants(snapshot: &ClusterSnapshot, policy: &Policy, plan: &Plan) {
         );
     }
     // The hottest node, before and after the predicted moves, relative to the high thresholds.
-    let thresholds = Thresholds::for_round(&policy.classification, Vec::<Figures>::new().iter());
+    let thresholds = Thresholds::for_round(&policy.classification, Vec::<Loads>::new().iter());
     let mut after: BTreeMap<&str, Figures> = snapshot
         .nodes
         .iter()
@@ -130,7 +131,7 @@ fn check_invariants(snapshot: &ClusterSnapshot, policy: &Policy, plan: &Plan) {
         .collect();
     let max = |m: &BTreeMap<&str, Figures>| {
         m.values()
-            .map(|f| thresholds.node_level(f))
+            .map(|f| thresholds.node_level(&Loads::from_figures(f)))
             .fold(0.0, f64::max)
     };
     let before = max(&after);

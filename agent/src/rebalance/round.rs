@@ -9,6 +9,7 @@ use super::{
     classify::{step, Thresholds, Verdict},
     eligibility::{self, WorkloadView},
     limits::{record_eviction, refill, worth_keeping},
+    loads::Loads,
     matching::{placeable, selects, soft_taints, Mismatch},
     plan::{
         Destination, Eviction, Figures, NodeReport, NodeSkip, NodeStatus, Plan, PodRef, PodSkip,
@@ -130,7 +131,17 @@ struct Ranked {
     soft_taints: usize,
     score: f64,
     node: usize,
-    after: Figures,
+    after: Loads,
+}
+
+/// A key that sorts like `f64::total_cmp`, for ordered sets of scores.
+fn order_key(value: f64) -> u64 {
+    let bits = value.to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | 1 << 63
+    }
 }
 
 pub fn run(
@@ -156,7 +167,10 @@ struct Round<'a> {
     thresholds: Thresholds,
     /// Median pressure slopes, for destinations without their own.
     floor: [f64; 3],
-    destinations: Vec<usize>,
+    /// Candidate destinations by their current score (see [`order_key`]), lowest first.
+    destinations: BTreeSet<(u64, usize)>,
+    /// Each destination's key in `destinations`.
+    destination_keys: Vec<Option<u64>>,
     next: RebalanceState,
     evictions: Vec<Eviction>,
     skipped: Vec<PodSkip>,
@@ -219,7 +233,7 @@ impl<'a> Round<'a> {
             &policy.classification,
             nodes
                 .iter()
-                .filter_map(|n| n.model.as_ref().map(|m| &m.figures)),
+                .filter_map(|n| n.model.as_ref().map(|m| &m.loads)),
         );
         let floor = median_slopes(nodes.iter().filter_map(|n| n.model.as_ref()));
         let mut pdbs_by_namespace: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -245,7 +259,8 @@ impl<'a> Round<'a> {
             workloads,
             thresholds,
             floor,
-            destinations: Vec::new(),
+            destinations: BTreeSet::new(),
+            destination_keys: Vec::new(),
             next,
             evictions: Vec::new(),
             skipped: Vec::new(),
@@ -266,6 +281,7 @@ impl<'a> Round<'a> {
     /// the destinations.
     fn classify(&mut self) {
         let classification = &self.policy.classification;
+        let mut destinations = Vec::new();
         for (i, entry) in self.nodes.iter_mut().enumerate() {
             let name = &entry.node.name;
             let previous = self.previous.nodes.get(name);
@@ -302,7 +318,7 @@ impl<'a> Round<'a> {
                     .and_then(|p| p.get(&resource))
                     .cloned()
                     .unwrap_or_default();
-                let verdict = self.thresholds.verdict(&model.figures, resource);
+                let verdict = self.thresholds.verdict(&model.loads, resource);
                 let after = step(&before, verdict, classification);
                 if after.source {
                     entry.source.push(resource);
@@ -312,7 +328,7 @@ impl<'a> Round<'a> {
                         "{resource} abnormal {} of {} rounds ({})",
                         after.abnormal_rounds,
                         classification.abnormal_rounds,
-                        describe_resource(&self.thresholds, &model.figures, resource)
+                        describe_resource(&self.thresholds, &model.loads, resource)
                     ));
                 }
                 if after != Default::default() {
@@ -333,10 +349,35 @@ impl<'a> Round<'a> {
                     });
                 }
                 if !entry.node.unschedulable {
-                    self.destinations.push(i);
+                    destinations.push(i);
                 }
             }
         }
+        self.destination_keys = vec![None; self.nodes.len()];
+        for i in destinations {
+            let score = self.nodes[i]
+                .model
+                .as_ref()
+                .and_then(|m| self.score(&m.loads));
+            // A node with nothing measured cannot be judged as a destination.
+            if let Some(score) = score {
+                self.destinations.insert((order_key(score), i));
+                self.destination_keys[i] = Some(order_key(score));
+            }
+        }
+    }
+
+    /// Moves a destination to its place for its new load.
+    fn reorder_destination(&mut self, node: usize, loads: &Loads) {
+        let Some(old) = self.destination_keys[node] else {
+            return;
+        };
+        self.destinations.remove(&(old, node));
+        let key = self.score(loads).map(order_key);
+        if let Some(key) = key {
+            self.destinations.insert((key, node));
+        }
+        self.destination_keys[node] = key;
     }
 
     /// Clears the in-flight eviction of every workload that has a Ready pod started since (its
@@ -378,7 +419,7 @@ impl<'a> Round<'a> {
             .iter()
             .enumerate()
             .filter(|(_, n)| !n.source.is_empty())
-            .filter_map(|(i, n)| Some((self.thresholds.node_level(&n.model.as_ref()?.figures), i)))
+            .filter_map(|(i, n)| Some((self.thresholds.node_level(&n.model.as_ref()?.loads), i)))
             .collect();
         sources.sort_by(|a, b| {
             b.0.total_cmp(&a.0)
@@ -401,7 +442,7 @@ impl<'a> Round<'a> {
         let unpredictable = resources
             .iter()
             .copied()
-            .find(|r| model.figures.get(r).is_none_or(|l| l.utilisation.is_none()));
+            .find(|r| model.loads.get(*r).utilisation.is_none());
         let report = |skip: Option<NodeSkip>, detail: String| NodeReport {
             node: name.clone(),
             status: NodeStatus::Source,
@@ -474,7 +515,7 @@ impl<'a> Round<'a> {
             entry
                 .source
                 .iter()
-                .all(|r| self.thresholds.under_target(&m.figures, *r))
+                .all(|r| self.thresholds.under_target(&m.loads, *r))
         })
     }
 
@@ -652,10 +693,16 @@ impl<'a> Round<'a> {
         let source_level = self.nodes[source]
             .model
             .as_ref()
-            .map_or(0.0, |m| self.thresholds.node_level(&m.figures));
+            .map_or(0.0, |m| self.thresholds.node_level(&m.loads));
         let mut rejections = Rejections::default();
         let mut best: Vec<Ranked> = Vec::with_capacity(keep + 1);
-        for &d in &self.destinations {
+        for &(key, d) in &self.destinations {
+            // Placing load never lowers a score, so a node whose score is already above the
+            // last one kept cannot rank among them (unless soft taints reorder the kept ones).
+            let full = best.len() == keep && best.iter().all(|b| b.soft_taints == 0);
+            if full && best.last().is_some_and(|b| order_key(b.score) < key) {
+                break;
+            }
             let entry = &self.nodes[d];
             let Some(model) = &entry.model else {
                 continue;
@@ -721,11 +768,11 @@ impl<'a> Round<'a> {
 
     /// "Least loaded after placement": the weighted mean of each resource's level (its worse
     /// figure relative to the high threshold) over the measured resources.
-    fn score(&self, figures: &Figures) -> Option<f64> {
+    fn score(&self, loads: &Loads) -> Option<f64> {
         let weights = &self.policy.selection.weights;
         let (sum, total) = Resource::ALL
             .iter()
-            .filter_map(|r| Some((weights.of(*r), self.thresholds.level(figures, *r)?)))
+            .filter_map(|r| Some((weights.of(*r), self.thresholds.level(loads, *r)?)))
             .filter(|(w, _)| *w > 0.0)
             .fold((0.0, 0.0), |(s, t), (w, level)| (s + w * level, t + w));
         (total > 0.0).then(|| sum / total)
@@ -751,23 +798,25 @@ impl<'a> Round<'a> {
                 before: self.nodes[r.node]
                     .model
                     .as_ref()
-                    .map(|m| m.figures.clone())
+                    .map(|m| m.loads.to_figures())
                     .unwrap_or_default(),
-                after: r.after.clone(),
+                after: r.after.to_figures(),
             })
             .collect();
         let destination = &mut self.nodes[best.node];
         destination.add_requests(pod);
         if let Some(model) = destination.model.as_mut() {
-            model.figures = best.after.clone();
+            model.loads = best.after.clone();
         }
+        self.reorder_destination(best.node, &best.after);
         let source_name = self.nodes[source].node.name.clone();
         let Some(source_model) = self.nodes[source].model.as_mut() else {
             return;
         };
-        let source_before = source_model.figures.clone();
-        let source_after = source_model.after(&candidate.usage, false, &[0.0; 3]);
-        source_model.figures = source_after.clone();
+        let source_before = source_model.loads.to_figures();
+        let after = source_model.after(&candidate.usage, false, &[0.0; 3]);
+        let source_after = after.to_figures();
+        source_model.loads = after;
         self.per_node[source] += 1;
         *self
             .per_namespace
@@ -851,9 +900,9 @@ fn pressure_name(resource: Resource) -> &'static str {
 }
 
 /// E.g. `cpu utilisation 0.93 (high 0.85, low 0.70), contention 0.31 (high 0.25, low 0.10)`.
-fn describe_resource(thresholds: &Thresholds, figures: &Figures, resource: Resource) -> String {
+fn describe_resource(thresholds: &Thresholds, loads: &Loads, resource: Resource) -> String {
     let (u_band, p_band) = thresholds.of(resource);
-    let load = figures.get(&resource).cloned().unwrap_or_default();
+    let load = loads.get(resource);
     let mut parts = Vec::new();
     if let Some(u) = load.utilisation {
         parts.push(format!(
@@ -884,7 +933,7 @@ fn describe_source(
 ) -> String {
     let hot: Vec<String> = resources
         .iter()
-        .map(|r| describe_resource(thresholds, &model.figures, *r))
+        .map(|r| describe_resource(thresholds, &model.loads, *r))
         .collect();
     let mut detail = format!("source: {}", hot.join("; "));
     let throttled = snapshot
