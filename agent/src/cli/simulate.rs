@@ -38,6 +38,10 @@ pub struct SimulateArgs {
     /// Seed of the load noise and the scheduler's tie-breaks (default: the scenario's).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Leave out the soft taint the executor keeps on the nodes Ballast relieves, to see what it
+    /// is worth (replacements then often land back where they were evicted from).
+    #[arg(long)]
+    pub no_soft_taint: bool,
     /// Write an SVG plot of node utilisation and pressure per round here.
     #[arg(long)]
     pub plot: Option<PathBuf>,
@@ -142,8 +146,11 @@ fn simulate(
     args: &SimulateArgs,
 ) -> Result<report::Comparison> {
     let config = RunConfig {
-        rounds: args.rounds.unwrap_or(scenario.rounds),
-        seed: args.seed.unwrap_or(scenario.seed),
+        soft_taint: !args.no_soft_taint,
+        ..RunConfig::new(
+            args.rounds.unwrap_or(scenario.rounds),
+            args.seed.unwrap_or(scenario.seed),
+        )
     };
     anyhow::ensure!(config.rounds > 0, "--rounds must be at least 1");
     let runs = if args.compare_baseline { 2 } else { 1 };
@@ -167,4 +174,44 @@ fn simulate(
     )?;
     bar.finish_and_clear();
     Ok(comparison)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenarios_load_by_name_or_file_and_errors_say_which_exist() {
+        assert_eq!(
+            load_scenario("near-full").expect("shipped").name,
+            "near-full"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("mine.toml");
+        let text = scenario::shipped("near-full")
+            .expect("shipped")
+            .replace("name = \"near-full\"", "name = \"mine\"");
+        std::fs::write(&path, text).expect("written");
+        let from_file = load_scenario(path.to_str().expect("utf-8 path")).expect("valid file");
+        assert_eq!(from_file.name, "mine");
+        let missing = format!(
+            "{:#}",
+            load_scenario("no-such-scenario").expect_err("missing")
+        );
+        assert!(
+            missing.contains("rollout-hotspot") && missing.contains("over-requested"),
+            "{missing}"
+        );
+        std::fs::write(&path, "name = \"x\"\ndescription = \"y\"\nround = 3\n").expect("written");
+        let typo = format!(
+            "{:#}",
+            load_scenario(path.to_str().expect("utf-8 path")).expect_err("typo")
+        );
+        assert!(typo.contains("unknown field `round`"), "{typo}");
+        assert_eq!(
+            typo.matches("unknown field `round`").count(),
+            1,
+            "printed once: {typo}"
+        );
+    }
 }

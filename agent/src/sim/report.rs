@@ -307,7 +307,7 @@ mod tests {
 
     fn comparison() -> Comparison {
         let scenario = parse("n", shipped("noisy-neighbour").expect("shipped")).expect("valid");
-        let config = RunConfig { rounds: 8, seed: 3 };
+        let config = RunConfig::new(8, 3);
         compare(&scenario, &Policy::default(), config, true, &mut |_| {}).expect("runs")
     }
 

@@ -47,6 +47,19 @@ impl Contender {
 pub struct RunConfig {
     pub rounds: u32,
     pub seed: u64,
+    /// Whether the executor keeps the soft taint on the nodes our planner relieves (as the real
+    /// one does); off, to see what the taint is worth.
+    pub soft_taint: bool,
+}
+
+impl RunConfig {
+    pub fn new(rounds: u32, seed: u64) -> Self {
+        Self {
+            rounds,
+            seed,
+            soft_taint: true,
+        }
+    }
 }
 
 /// A finished run.
@@ -54,7 +67,7 @@ pub struct RunConfig {
 pub struct Outcome {
     pub contender: Contender,
     pub metrics: RunMetrics,
-    #[serde(skip)]
+    /// Per round and node, for plotting elsewhere.
     pub series: Series,
     /// Our planner's last plan (for the curious: `--format json`).
     #[serde(skip)]
@@ -143,7 +156,9 @@ pub fn run(
                     .filter(|report| report.status == NodeStatus::Source)
                     .filter_map(|report| world.nodes.iter().position(|n| n.name == report.node))
                     .collect();
-                world.set_soft_tainted(sources);
+                if config.soft_taint {
+                    world.set_soft_tainted(sources);
+                }
                 let evictions = if plan.dry_run {
                     Vec::new()
                 } else {
@@ -235,10 +250,7 @@ mod tests {
 
     fn outcomes(name: &str) -> (RunMetrics, RunMetrics) {
         let scenario = parse(name, shipped(name).expect("shipped")).expect("valid");
-        let config = RunConfig {
-            rounds: scenario.rounds,
-            seed: scenario.seed,
-        };
+        let config = RunConfig::new(scenario.rounds, scenario.seed);
         let comparison =
             compare(&scenario, &Policy::default(), config, true, &mut |_| {}).expect("runs");
         let baseline = comparison.baseline.expect("compared").metrics;
@@ -339,10 +351,34 @@ mod tests {
     }
 
     #[test]
+    fn without_the_soft_taint_the_scheduler_sends_pods_back() {
+        // Requests-based scoring prefers the node just relieved: the taint is what keeps the
+        // planner's predicted destinations true.
+        let scenario = parse("r", shipped("rollout-hotspot").expect("shipped")).expect("valid");
+        let config = RunConfig {
+            soft_taint: false,
+            ..RunConfig::new(scenario.rounds, scenario.seed)
+        };
+        let outcome = run(
+            &scenario,
+            &Policy::default(),
+            Contender::Ballast,
+            config,
+            &mut |_| {},
+        )
+        .expect("runs");
+        assert!(
+            outcome.metrics.returned_to_source > 0,
+            "{:?}",
+            outcome.metrics
+        );
+    }
+
+    #[test]
     fn a_run_is_determined_by_its_seed() {
         let scenario = parse("n", shipped("noisy-neighbour").expect("shipped")).expect("valid");
         let run_with = |seed| {
-            let config = RunConfig { rounds: 12, seed };
+            let config = RunConfig::new(12, seed);
             run(
                 &scenario,
                 &Policy::default(),
@@ -360,7 +396,7 @@ mod tests {
     #[test]
     fn progress_is_reported_for_both_runs() {
         let scenario = parse("n", shipped("near-full").expect("shipped")).expect("valid");
-        let config = RunConfig { rounds: 3, seed: 0 };
+        let config = RunConfig::new(3, 0);
         let mut seen = Vec::new();
         compare(&scenario, &Policy::default(), config, true, &mut |r| {
             seen.push(r)
@@ -376,10 +412,7 @@ mod tests {
             dry_run: true,
             ..Policy::default()
         };
-        let config = RunConfig {
-            rounds: 10,
-            seed: 1,
-        };
+        let config = RunConfig::new(10, 1);
         let outcome =
             run(&scenario, &policy, Contender::Ballast, config, &mut |_| {}).expect("runs");
         assert_eq!(outcome.metrics.evictions, 0);
