@@ -3,7 +3,12 @@
 //! source first, walk its eligible pods in order of least disruption and most relief and move
 //! each to the best fitting destination until the source is under its target or a limit stops it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    hash::BuildHasher,
+};
+
+use foldhash::fast::FixedState;
 
 use super::{
     classify::{step, Thresholds, Verdict},
@@ -17,7 +22,7 @@ use super::{
     },
     policy::Policy,
     predict::{median_slopes, NodeModel, Usage},
-    snapshot::{ClusterSnapshot, Node, Pod, Timestamp},
+    snapshot::{ClusterSnapshot, Node, Pod, Timestamp, WorkloadKey},
     state::{InFlight, RebalanceState},
 };
 use crate::load::score::Resource;
@@ -29,6 +34,17 @@ fn workload_id(pod: &Pod) -> Option<WorkloadId<'_>> {
     pod.owner
         .as_ref()
         .map(|o| (pod.namespace.as_str(), o.kind.as_str(), o.name.as_str()))
+}
+
+/// Maps used only for lookups (never iterated, so their order cannot leak into a plan), with a
+/// fast fixed-seed hash: a round hashes every pod of the cluster.
+type FastMap<K, V> = HashMap<K, V, FixedState>;
+
+/// Pods are grouped by this hash of their owner's name alone (one string read per pod); a group
+/// may hold several workloads (same name in other namespaces or kinds, or a collision), so
+/// members are filtered by their exact id where it matters.
+fn workload_hash(owner_name: &str) -> u64 {
+    FixedState::default().hash_one(owner_name)
 }
 
 struct NodeEntry<'a> {
@@ -152,6 +168,7 @@ pub fn run(
 ) -> (Plan, RebalanceState) {
     let mut round = Round::new(snapshot, state, policy, now);
     round.classify();
+    round.index_pods();
     round.release_in_flight();
     round.relieve_sources();
     round.finish()
@@ -163,7 +180,8 @@ struct Round<'a> {
     policy: &'a Policy,
     now: Timestamp,
     nodes: Vec<NodeEntry<'a>>,
-    workloads: HashMap<WorkloadId<'a>, Vec<usize>>,
+    /// Pod indices by [`workload_hash`].
+    workloads: FastMap<u64, Vec<usize>>,
     thresholds: Thresholds,
     /// Median pressure slopes, for destinations without their own.
     floor: [f64; 3],
@@ -180,7 +198,7 @@ struct Round<'a> {
     per_namespace: BTreeMap<&'a str, u32>,
     evicted_workloads: BTreeSet<WorkloadId<'a>>,
     pdb_remaining: Vec<u32>,
-    pdbs_by_namespace: HashMap<&'a str, Vec<usize>>,
+    pdbs_by_namespace: FastMap<&'a str, Vec<usize>>,
 }
 
 impl<'a> Round<'a> {
@@ -190,7 +208,7 @@ impl<'a> Round<'a> {
         policy: &'a Policy,
         now: Timestamp,
     ) -> Self {
-        let mut nodes: Vec<NodeEntry<'a>> = snapshot
+        let nodes: Vec<NodeEntry<'a>> = snapshot
             .nodes
             .iter()
             .map(|node| NodeEntry {
@@ -207,28 +225,6 @@ impl<'a> Round<'a> {
                 source: Vec::new(),
             })
             .collect();
-        let index: HashMap<&str, usize> = snapshot
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name.as_str(), i))
-            .collect();
-        let mut workloads: HashMap<WorkloadId<'a>, Vec<usize>> = HashMap::new();
-        for (i, pod) in snapshot.pods.iter().enumerate() {
-            if let Some(id) = workload_id(pod) {
-                workloads.entry(id).or_default().push(i);
-            }
-            let Some(entry) = pod
-                .node
-                .as_deref()
-                .and_then(|name| index.get(name))
-                .and_then(|i| nodes.get_mut(*i))
-            else {
-                continue;
-            };
-            entry.pods.push(i);
-            entry.add_requests(pod);
-        }
         let thresholds = Thresholds::for_round(
             &policy.classification,
             nodes
@@ -236,7 +232,7 @@ impl<'a> Round<'a> {
                 .filter_map(|n| n.model.as_ref().map(|m| &m.loads)),
         );
         let floor = median_slopes(nodes.iter().filter_map(|n| n.model.as_ref()));
-        let mut pdbs_by_namespace: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut pdbs_by_namespace: FastMap<&str, Vec<usize>> = FastMap::default();
         for (i, pdb) in snapshot.pdbs.iter().enumerate() {
             pdbs_by_namespace
                 .entry(pdb.namespace.as_str())
@@ -256,7 +252,7 @@ impl<'a> Round<'a> {
             now,
             per_node: vec![0; nodes.len()],
             nodes,
-            workloads,
+            workloads: FastMap::default(),
             thresholds,
             floor,
             destinations: BTreeSet::new(),
@@ -380,29 +376,71 @@ impl<'a> Round<'a> {
         self.destination_keys[node] = key;
     }
 
+    /// One pass over the pods: requests per node, the pods of each source, pods by workload.
+    /// Skipped when there is neither a source nor an eviction in flight: a quiet round reads no
+    /// pod.
+    fn index_pods(&mut self) {
+        let any_in_flight = self.next.workloads.values().any(|w| w.in_flight.is_some());
+        if !any_in_flight && self.nodes.iter().all(|n| n.source.is_empty()) {
+            return;
+        }
+        let snapshot = self.snapshot;
+        let index: FastMap<&str, usize> = snapshot
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.as_str(), i))
+            .collect();
+        for (i, pod) in snapshot.pods.iter().enumerate() {
+            if let Some(owner) = &pod.owner {
+                self.workloads
+                    .entry(workload_hash(&owner.name))
+                    .or_default()
+                    .push(i);
+            }
+            let Some(entry) = pod
+                .node
+                .as_deref()
+                .and_then(|name| index.get(name))
+                .and_then(|i| self.nodes.get_mut(*i))
+            else {
+                continue;
+            };
+            entry.add_requests(pod);
+            if !entry.source.is_empty() {
+                entry.pods.push(i);
+            }
+        }
+    }
+
     /// Clears the in-flight eviction of every workload that has a Ready pod started since (its
     /// replacement), or no pods at all any more.
     fn release_in_flight(&mut self) {
-        for (key, memory) in self.next.workloads.iter_mut() {
-            let Some(in_flight) = &memory.in_flight else {
-                continue;
-            };
-            let mut parts = key.0.splitn(3, '/');
-            let id = (
-                parts.next().unwrap_or_default(),
-                parts.next().unwrap_or_default(),
-                parts.next().unwrap_or_default(),
-            );
-            let replaced = match self.workloads.get(&id) {
-                None => true,
-                Some(pods) => pods.iter().any(|i| {
-                    let pod = &self.snapshot.pods[*i];
-                    pod.ready
-                        && pod.uid != in_flight.pod_uid
-                        && pod.start_time >= in_flight.evicted_at
-                }),
-            };
-            if replaced {
+        let released: Vec<WorkloadKey> = self
+            .next
+            .workloads
+            .iter()
+            .filter_map(|(key, memory)| {
+                let in_flight = memory.in_flight.as_ref()?;
+                let mut parts = key.0.splitn(3, '/');
+                let id = (
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                );
+                let mut members = self.members(id).peekable();
+                let gone = members.peek().is_none();
+                let replaced = gone
+                    || members.any(|pod| {
+                        pod.ready
+                            && pod.uid != in_flight.pod_uid
+                            && pod.start_time >= in_flight.evicted_at
+                    });
+                replaced.then(|| key.clone())
+            })
+            .collect();
+        for key in released {
+            if let Some(memory) = self.next.workloads.get_mut(&key) {
                 memory.in_flight = None;
             }
         }
@@ -592,18 +630,29 @@ impl<'a> Round<'a> {
         candidates
     }
 
+    /// The pods of workload `id`.
+    fn members<'s>(&'s self, id: WorkloadId<'s>) -> impl Iterator<Item = &'a Pod> + 's {
+        let snapshot = self.snapshot;
+        self.workloads
+            .get(&workload_hash(id.2))
+            .into_iter()
+            .flatten()
+            .map(move |i| &snapshot.pods[*i])
+            .filter(move |pod| workload_id(pod) == Some(id))
+    }
+
     fn workload_view(&self, pod: &Pod) -> WorkloadView<'_> {
         let Some(id) = workload_id(pod) else {
             return WorkloadView::default();
         };
-        let members = self.workloads.get(&id).map(Vec::as_slice).unwrap_or(&[]);
-        let ready = members
-            .iter()
-            .filter(|i| self.snapshot.pods[**i].ready)
-            .count();
+        let (mut ready, mut pods) = (0u32, 0u32);
+        for member in self.members(id) {
+            pods = pods.saturating_add(1);
+            ready = ready.saturating_add(u32::from(member.ready));
+        }
         WorkloadView {
-            ready: u32::try_from(ready).unwrap_or(u32::MAX),
-            pods: u32::try_from(members.len()).unwrap_or(u32::MAX),
+            ready,
+            pods,
             memory: pod.workload().and_then(|key| self.next.workloads.get(&key)),
         }
     }
