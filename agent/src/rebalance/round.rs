@@ -770,15 +770,17 @@ impl<'a> Round<'a> {
                 continue;
             }
             let after = model.after(usage, true, &self.floor);
-            if !self.thresholds.under_high(&after) {
+            let levels = self.thresholds.levels(&after);
+            let level = levels.iter().flatten().fold(0.0, |a: f64, b| a.max(*b));
+            if level > 1.0 {
                 rejections.count("would go above their high thresholds");
                 continue;
             }
-            if self.thresholds.node_level(&after) >= source_level {
+            if level >= source_level {
                 rejections.count("would end at least as loaded as the source");
                 continue;
             }
-            let Some(score) = self.score(&after) else {
+            let Some(score) = self.weighted(&levels) else {
                 rejections.count("have no measured load");
                 continue;
             };
@@ -818,10 +820,16 @@ impl<'a> Round<'a> {
     /// "Least loaded after placement": the weighted mean of each resource's level (its worse
     /// figure relative to the high threshold) over the measured resources.
     fn score(&self, loads: &Loads) -> Option<f64> {
+        self.weighted(&self.thresholds.levels(loads))
+    }
+
+    /// The score of per-resource levels (see [`Thresholds::levels`]).
+    fn weighted(&self, levels: &[Option<f64>; 3]) -> Option<f64> {
         let weights = &self.policy.selection.weights;
         let (sum, total) = Resource::ALL
             .iter()
-            .filter_map(|r| Some((weights.of(*r), self.thresholds.level(loads, *r)?)))
+            .zip(levels)
+            .filter_map(|(r, level)| Some((weights.of(*r), (*level)?)))
             .filter(|(w, _)| *w > 0.0)
             .fold((0.0, 0.0), |(s, t), (w, level)| (s + w * level, t + w));
         (total > 0.0).then(|| sum / total)
