@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: criterion micro-benchmarks of the user-space hot paths, then the
+//! `cargo xtask bench`: criterion micro-benchmarks of the user-space hot paths and of one
+//! planning round at 500 and 5,000 nodes (agent/benches/planning.rs), then the
 //! end-to-end benchmarks (`ballast-bench`: kernel cost per event, agent CPU and memory) on the
 //! real kernel, with release builds.
 
@@ -16,7 +17,15 @@ pub struct BenchArgs {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let mut criterion = cargo();
-    criterion.args(["bench", "--package", "ballast", "--bench", "hot_paths"]);
+    criterion.args([
+        "bench",
+        "--package",
+        "ballast",
+        "--bench",
+        "hot_paths",
+        "--bench",
+        "planning",
+    ]);
     if args.quick {
         criterion.args(["--", "--quick"]);
     }
