@@ -160,7 +160,7 @@ fn cluster(nodes: usize) -> ClusterSnapshot {
                 uid,
                 node: Some(name.clone()),
                 owner: Some(Owner {
-                    kind: if workload % 10 == 0 {
+                    kind: if workload.is_multiple_of(10) {
                         "StatefulSet"
                     } else {
                         "Deployment"
@@ -170,7 +170,7 @@ fn cluster(nodes: usize) -> ClusterSnapshot {
                 }),
                 labels: BTreeMap::from([("app".to_owned(), app)]),
                 annotations: BTreeMap::new(),
-                priority: if workload % 4 == 0 { 1000 } else { 0 },
+                priority: if workload.is_multiple_of(4) { 1000 } else { 0 },
                 qos: [Qos::BestEffort, Qos::Burstable, Qos::Guaranteed][workload % 3],
                 requests: Resources {
                     cpu_millicores: 100,
