@@ -1455,6 +1455,91 @@ mod tests {
     }
 
     #[test]
+    fn pods_that_use_nothing_hot_bring_no_relief() {
+        let mut s = cluster();
+        s.pod_loads
+            .insert("uid-db-0".to_owned(), pod_load(0.0, GIB as f64));
+        set_pod(&mut s, "web-0", |p| p.priority = 100);
+        set_pod(&mut s, "api-0", |p| p.priority = 100);
+        let plan = run(&s, &policy());
+        assert_eq!(skip_of(&plan, "db-0"), Some(SkipReason::NoRelief));
+    }
+
+    #[test]
+    fn network_sources_need_the_pods_network_usage() {
+        let mut s = cluster();
+        let mut load = node_load(0.5, 0.5);
+        load.network.utilisation = Some(0.95);
+        load.network_capacity_bytes_per_second = Some(1e8);
+        s.node_loads.insert("hot".to_owned(), load);
+        for cold in ["cold-a", "cold-b"] {
+            if let Some(l) = s.node_loads.get_mut(cold) {
+                l.network.utilisation = Some(0.1);
+                l.network_capacity_bytes_per_second = Some(1e8);
+            }
+        }
+        if let Some(l) = s.pod_loads.get_mut("uid-api-0") {
+            l.network_bytes_per_second = Some(4e7);
+        }
+        let plan = run(&s, &policy());
+        assert_eq!(evicted(&plan), ["api-0"]);
+        let after = &plan.evictions[0].source_after[&Resource::Network];
+        assert!((after.utilisation.unwrap_or(1.0) - 0.55).abs() < 1e-9);
+        assert_eq!(skip_of(&plan, "web-0"), Some(SkipReason::LoadUnknown));
+    }
+
+    #[test]
+    fn a_source_without_utilisation_cannot_be_relieved() {
+        let mut s = cluster();
+        let mut load = node_load(0.5, 0.5);
+        load.cpu.utilisation = None;
+        load.cpu.pressure = Some(0.5);
+        s.node_loads.insert("hot".to_owned(), load);
+        let plan = run(&s, &policy());
+        assert!(plan.evictions.is_empty());
+        let report = plan.nodes.iter().find(|n| n.node == "hot");
+        assert_eq!(report.and_then(|r| r.skip), Some(NodeSkip::LoadIncomplete));
+    }
+
+    #[test]
+    fn a_source_under_its_release_threshold_waits_without_evicting() {
+        let s = cluster();
+        let (_, state) = plan(&s, &RebalanceState::default(), &policy(), NOW);
+        let mut calm = s.clone();
+        calm.node_loads
+            .insert("hot".to_owned(), node_load(0.6, 0.5));
+        let (p, next) = plan(&calm, &state, &policy(), NOW);
+        assert!(p.evictions.is_empty());
+        let report = p.nodes.iter().find(|n| n.node == "hot");
+        assert_eq!(
+            report.map(|r| (r.status, r.skip)),
+            Some((NodeStatus::Source, Some(NodeSkip::UnderTarget)))
+        );
+        assert_eq!(next.nodes["hot"][&Resource::Cpu].normal_rounds, 1);
+    }
+
+    #[test]
+    fn deviation_mode_finds_the_outlier_of_a_busy_cluster() {
+        let mut s = cluster();
+        // Everyone busy, hot only a little above the others: no absolute source...
+        s.node_loads.insert("hot".to_owned(), node_load(0.8, 0.5));
+        s.node_loads
+            .insert("cold-a".to_owned(), node_load(0.4, 0.5));
+        s.node_loads
+            .insert("cold-b".to_owned(), node_load(0.4, 0.5));
+        assert!(run(&s, &policy()).evictions.is_empty());
+        // ...but 0.27 above the mean (0.53) with a 0.2 trigger and 0.1 release band.
+        let mut p = policy();
+        p.classification.mode = crate::rebalance::policy::ThresholdMode::Deviation;
+        p.classification.cpu.utilisation = crate::rebalance::policy::Band {
+            high: 0.2,
+            low: 0.1,
+        };
+        let plan = run(&s, &p);
+        assert_eq!(evicted(&plan), ["web-0"]);
+    }
+
+    #[test]
     fn removed_nodes_are_forgotten() {
         let s = cluster();
         let (_, state) = plan(&s, &RebalanceState::default(), &policy(), NOW);
