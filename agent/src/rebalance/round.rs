@@ -1,7 +1,9 @@
-//! One planning round, in order: refill the token bucket; index nodes and pods; classify every
-//! node with fresh load (hysteresis); release workloads whose replacement is Ready; then, hottest
-//! source first, walk its eligible pods in order of least disruption and most relief and move
-//! each to the best fitting destination until the source is under its target or a limit stops it.
+//! One planning round, in order: refill the token bucket and model every node with fresh load;
+//! classify the nodes (hysteresis) and pick the destinations; read the pods once (requests per
+//! node, pods of the sources, workloads); release workloads whose replacement is Ready; then,
+//! hottest source first, walk its eligible pods in order of least disruption and most relief and
+//! move each to the best fitting destination until the source is under its target or a limit
+//! stops it.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -817,9 +819,16 @@ impl<'a> Round<'a> {
     ) {
         let snapshot = self.snapshot;
         let pod = &snapshot.pods[candidate.pod];
-        let (Some(workload), Some(best)) = (pod.workload(), ranked.first()) else {
+        let source_model = self.nodes[source].model.as_ref();
+        let (Some(workload), Some(best), Some(source_model)) =
+            (pod.workload(), ranked.first(), source_model)
+        else {
+            // Unreachable: candidates have an owner and a modelled source, rankings a first.
             return;
         };
+        let source_before = source_model.loads.to_figures();
+        let after = source_model.after(&candidate.usage, false, &[0.0; 3]);
+        let source_after = after.to_figures();
         let destinations: Vec<Destination> = ranked
             .iter()
             .map(|r| Destination {
@@ -833,6 +842,9 @@ impl<'a> Round<'a> {
                 after: r.after.to_figures(),
             })
             .collect();
+        if let Some(model) = self.nodes[source].model.as_mut() {
+            model.loads = after;
+        }
         let destination = &mut self.nodes[best.node];
         destination.add_requests(pod);
         if let Some(model) = destination.model.as_mut() {
@@ -840,13 +852,6 @@ impl<'a> Round<'a> {
         }
         self.reorder_destination(best.node, &best.after);
         let source_name = self.nodes[source].node.name.clone();
-        let Some(source_model) = self.nodes[source].model.as_mut() else {
-            return;
-        };
-        let source_before = source_model.loads.to_figures();
-        let after = source_model.after(&candidate.usage, false, &[0.0; 3]);
-        let source_after = after.to_figures();
-        source_model.loads = after;
         self.per_node[source] += 1;
         *self
             .per_namespace
