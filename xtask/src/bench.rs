@@ -1,7 +1,8 @@
-//! `cargo xtask bench`: criterion micro-benchmarks of the user-space hot paths, the simulation
-//! quality of the planner against the descheduler baseline on every shipped scenario (the table
-//! for BENCHMARKS.md), then the end-to-end benchmarks (`ballast-bench`: kernel cost per event,
-//! agent CPU and memory) on the real kernel, with release builds.
+//! `cargo xtask bench`: criterion micro-benchmarks of the user-space hot paths and of one
+//! planning round at 500 and 5,000 nodes (agent/benches/planning.rs), the simulation quality of
+//! the planner against the descheduler baseline on every shipped scenario (the table for
+//! BENCHMARKS.md), then the end-to-end benchmarks (`ballast-bench`: kernel cost per event, agent
+//! CPU and memory) on the real kernel, with release builds.
 
 use anyhow::Result;
 use clap::Args;
@@ -17,7 +18,15 @@ pub struct BenchArgs {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let mut criterion = cargo();
-    criterion.args(["bench", "--package", "ballast", "--bench", "hot_paths"]);
+    criterion.args([
+        "bench",
+        "--package",
+        "ballast",
+        "--bench",
+        "hot_paths",
+        "--bench",
+        "planning",
+    ]);
     if args.quick {
         criterion.args(["--", "--quick"]);
     }

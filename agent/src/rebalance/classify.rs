@@ -104,6 +104,13 @@ impl Thresholds {
             .reduce(f64::max)
     }
 
+    /// [`Thresholds::level`] of every resource, in the order of [`Resource::ALL`]: one pass that
+    /// says whether a node stays under its high thresholds (every level at most 1), how loaded it
+    /// is (the highest) and how it scores.
+    pub fn levels(&self, loads: &Loads) -> [Option<f64>; 3] {
+        Resource::ALL.map(|r| self.level(loads, r))
+    }
+
     /// The node's level: the highest of its resources (0 when nothing is measured).
     pub fn node_level(&self, loads: &Loads) -> f64 {
         Resource::ALL
@@ -120,22 +127,15 @@ impl Thresholds {
             Verdict::Normal | Verdict::Unknown
         )
     }
-
-    /// Whether every measured figure of every resource is at or under its high threshold: what a
-    /// destination must keep after a placement.
-    pub fn under_high(&self, loads: &Loads) -> bool {
-        Resource::ALL
-            .iter()
-            .all(|r| self.verdict(loads, *r) != Verdict::Abnormal)
-    }
 }
 
-/// `value / high`, with a high of 0 (deviation mode around a mean of 0) read as "any load is
-/// over": the ratio stays finite and ordered.
+/// `value / high`; with a high of 0 or below (deviation mode around a mean of 0) any value above
+/// it reads as `f64::MAX`. Either way the result is above 1 exactly when `value > high`, so a
+/// level above 1 means abnormal, and it stays finite and ordered.
 fn relative(value: f64, high: f64) -> f64 {
     if high > 0.0 {
         value / high
-    } else if value > 0.0 {
+    } else if value > high {
         f64::MAX
     } else {
         0.0

@@ -8,6 +8,7 @@
 
 mod classify;
 mod eligibility;
+mod explain;
 #[cfg(test)]
 mod fixtures;
 mod limits;

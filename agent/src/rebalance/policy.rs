@@ -271,7 +271,7 @@ impl Default for CooldownPolicy {
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("policy: {0}\n(fix the TOML above; unknown fields are rejected, every field has a default and may be left out)")]
-    Parse(#[from] toml::de::Error),
+    Parse(toml::de::Error),
     #[error("policy: {field} = {value} is not a number >= 0; write a finite, non-negative value")]
     NotNonNegative { field: String, value: f64 },
     #[error("policy: {field}.high ({high}) must be above {field}.low ({low}); the trigger threshold has to exceed the release threshold or nodes flap between source and normal")]
@@ -289,7 +289,7 @@ pub enum PolicyError {
 impl Policy {
     /// Parses a TOML policy and validates it.
     pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
-        let policy: Policy = toml::from_str(text)?;
+        let policy: Policy = toml::from_str(text).map_err(PolicyError::Parse)?;
         policy.validate()?;
         Ok(policy)
     }

@@ -1,23 +1,31 @@
-//! One planning round, in order: refill the token bucket; index nodes and pods; classify every
-//! node with fresh load (hysteresis); release workloads whose replacement is Ready; then, hottest
-//! source first, walk its eligible pods in order of least disruption and most relief and move
-//! each to the best fitting destination until the source is under its target or a limit stops it.
+//! One planning round, in order: refill the token bucket and model every node with fresh load;
+//! classify the nodes (hysteresis) and pick the destinations; read the pods once (requests per
+//! node, pods of the sources, workloads); release workloads whose replacement is Ready; then,
+//! hottest source first, walk its eligible pods in order of least disruption and most relief and
+//! move each to the best fitting destination until the source is under its target or a limit
+//! stops it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    hash::BuildHasher,
+};
+
+use foldhash::fast::FixedState;
 
 use super::{
     classify::{step, Thresholds, Verdict},
     eligibility::{self, WorkloadView},
+    explain::{describe_resource, describe_source, eviction_reason, Rejections},
     limits::{record_eviction, refill, worth_keeping},
     loads::Loads,
     matching::{placeable, selects, soft_taints, Mismatch},
     plan::{
-        Destination, Eviction, Figures, NodeReport, NodeSkip, NodeStatus, Plan, PodRef, PodSkip,
-        SkipReason, Summary,
+        Destination, Eviction, NodeReport, NodeSkip, NodeStatus, Plan, PodRef, PodSkip, SkipReason,
+        Summary,
     },
     policy::Policy,
     predict::{median_slopes, NodeModel, Usage},
-    snapshot::{ClusterSnapshot, Node, Pod, Timestamp},
+    snapshot::{ClusterSnapshot, Node, Pod, Timestamp, WorkloadKey},
     state::{InFlight, RebalanceState},
 };
 use crate::load::score::Resource;
@@ -29,6 +37,17 @@ fn workload_id(pod: &Pod) -> Option<WorkloadId<'_>> {
     pod.owner
         .as_ref()
         .map(|o| (pod.namespace.as_str(), o.kind.as_str(), o.name.as_str()))
+}
+
+/// Maps used only for lookups (never iterated, so their order cannot leak into a plan), with a
+/// fast fixed-seed hash: a round hashes every pod of the cluster.
+type FastMap<K, V> = HashMap<K, V, FixedState>;
+
+/// Pods are grouped by this hash of their owner's name alone (one string read per pod); a group
+/// may hold several workloads (same name in other namespaces or kinds, or a collision), so
+/// members are filtered by their exact id where it matters.
+fn workload_hash(owner_name: &str) -> u64 {
+    FixedState::default().hash_one(owner_name)
 }
 
 struct NodeEntry<'a> {
@@ -99,34 +118,6 @@ struct Candidate {
     relief: f64,
 }
 
-/// Why no destination took a pod, counted over the nodes looked at.
-#[derive(Default)]
-struct Rejections {
-    looked_at: usize,
-    by_reason: BTreeMap<&'static str, usize>,
-}
-
-impl Rejections {
-    fn count(&mut self, reason: &'static str) {
-        *self.by_reason.entry(reason).or_default() += 1;
-    }
-
-    fn describe(&self) -> String {
-        if self.looked_at == 0 {
-            return "no node can take pods this round (none Ready, schedulable, with fresh load and not hot itself)".to_owned();
-        }
-        let mut reasons: Vec<(&str, usize)> =
-            self.by_reason.iter().map(|(r, n)| (*r, *n)).collect();
-        reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        let parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
-        format!(
-            "none of {} candidate nodes fits: {}",
-            self.looked_at,
-            parts.join(", ")
-        )
-    }
-}
-
 struct Ranked {
     soft_taints: usize,
     score: f64,
@@ -152,6 +143,7 @@ pub fn run(
 ) -> (Plan, RebalanceState) {
     let mut round = Round::new(snapshot, state, policy, now);
     round.classify();
+    round.index_pods();
     round.release_in_flight();
     round.relieve_sources();
     round.finish()
@@ -163,7 +155,8 @@ struct Round<'a> {
     policy: &'a Policy,
     now: Timestamp,
     nodes: Vec<NodeEntry<'a>>,
-    workloads: HashMap<WorkloadId<'a>, Vec<usize>>,
+    /// Pod indices by [`workload_hash`].
+    workloads: FastMap<u64, Vec<usize>>,
     thresholds: Thresholds,
     /// Median pressure slopes, for destinations without their own.
     floor: [f64; 3],
@@ -180,7 +173,7 @@ struct Round<'a> {
     per_namespace: BTreeMap<&'a str, u32>,
     evicted_workloads: BTreeSet<WorkloadId<'a>>,
     pdb_remaining: Vec<u32>,
-    pdbs_by_namespace: HashMap<&'a str, Vec<usize>>,
+    pdbs_by_namespace: FastMap<&'a str, Vec<usize>>,
 }
 
 impl<'a> Round<'a> {
@@ -190,7 +183,7 @@ impl<'a> Round<'a> {
         policy: &'a Policy,
         now: Timestamp,
     ) -> Self {
-        let mut nodes: Vec<NodeEntry<'a>> = snapshot
+        let nodes: Vec<NodeEntry<'a>> = snapshot
             .nodes
             .iter()
             .map(|node| NodeEntry {
@@ -207,28 +200,6 @@ impl<'a> Round<'a> {
                 source: Vec::new(),
             })
             .collect();
-        let index: HashMap<&str, usize> = snapshot
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name.as_str(), i))
-            .collect();
-        let mut workloads: HashMap<WorkloadId<'a>, Vec<usize>> = HashMap::new();
-        for (i, pod) in snapshot.pods.iter().enumerate() {
-            if let Some(id) = workload_id(pod) {
-                workloads.entry(id).or_default().push(i);
-            }
-            let Some(entry) = pod
-                .node
-                .as_deref()
-                .and_then(|name| index.get(name))
-                .and_then(|i| nodes.get_mut(*i))
-            else {
-                continue;
-            };
-            entry.pods.push(i);
-            entry.add_requests(pod);
-        }
         let thresholds = Thresholds::for_round(
             &policy.classification,
             nodes
@@ -236,7 +207,7 @@ impl<'a> Round<'a> {
                 .filter_map(|n| n.model.as_ref().map(|m| &m.loads)),
         );
         let floor = median_slopes(nodes.iter().filter_map(|n| n.model.as_ref()));
-        let mut pdbs_by_namespace: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut pdbs_by_namespace: FastMap<&str, Vec<usize>> = FastMap::default();
         for (i, pdb) in snapshot.pdbs.iter().enumerate() {
             pdbs_by_namespace
                 .entry(pdb.namespace.as_str())
@@ -256,7 +227,7 @@ impl<'a> Round<'a> {
             now,
             per_node: vec![0; nodes.len()],
             nodes,
-            workloads,
+            workloads: FastMap::default(),
             thresholds,
             floor,
             destinations: BTreeSet::new(),
@@ -380,29 +351,71 @@ impl<'a> Round<'a> {
         self.destination_keys[node] = key;
     }
 
+    /// One pass over the pods: requests per node, the pods of each source, pods by workload.
+    /// Skipped when there is neither a source nor an eviction in flight: a quiet round reads no
+    /// pod.
+    fn index_pods(&mut self) {
+        let any_in_flight = self.next.workloads.values().any(|w| w.in_flight.is_some());
+        if !any_in_flight && self.nodes.iter().all(|n| n.source.is_empty()) {
+            return;
+        }
+        let snapshot = self.snapshot;
+        let index: FastMap<&str, usize> = snapshot
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.as_str(), i))
+            .collect();
+        for (i, pod) in snapshot.pods.iter().enumerate() {
+            if let Some(owner) = &pod.owner {
+                self.workloads
+                    .entry(workload_hash(&owner.name))
+                    .or_default()
+                    .push(i);
+            }
+            let Some(entry) = pod
+                .node
+                .as_deref()
+                .and_then(|name| index.get(name))
+                .and_then(|i| self.nodes.get_mut(*i))
+            else {
+                continue;
+            };
+            entry.add_requests(pod);
+            if !entry.source.is_empty() {
+                entry.pods.push(i);
+            }
+        }
+    }
+
     /// Clears the in-flight eviction of every workload that has a Ready pod started since (its
     /// replacement), or no pods at all any more.
     fn release_in_flight(&mut self) {
-        for (key, memory) in self.next.workloads.iter_mut() {
-            let Some(in_flight) = &memory.in_flight else {
-                continue;
-            };
-            let mut parts = key.0.splitn(3, '/');
-            let id = (
-                parts.next().unwrap_or_default(),
-                parts.next().unwrap_or_default(),
-                parts.next().unwrap_or_default(),
-            );
-            let replaced = match self.workloads.get(&id) {
-                None => true,
-                Some(pods) => pods.iter().any(|i| {
-                    let pod = &self.snapshot.pods[*i];
-                    pod.ready
-                        && pod.uid != in_flight.pod_uid
-                        && pod.start_time >= in_flight.evicted_at
-                }),
-            };
-            if replaced {
+        let released: Vec<WorkloadKey> = self
+            .next
+            .workloads
+            .iter()
+            .filter_map(|(key, memory)| {
+                let in_flight = memory.in_flight.as_ref()?;
+                let mut parts = key.0.splitn(3, '/');
+                let id = (
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                );
+                let mut members = self.members(id).peekable();
+                let gone = members.peek().is_none();
+                let replaced = gone
+                    || members.any(|pod| {
+                        pod.ready
+                            && pod.uid != in_flight.pod_uid
+                            && pod.start_time >= in_flight.evicted_at
+                    });
+                replaced.then(|| key.clone())
+            })
+            .collect();
+        for key in released {
+            if let Some(memory) = self.next.workloads.get_mut(&key) {
                 memory.in_flight = None;
             }
         }
@@ -592,18 +605,29 @@ impl<'a> Round<'a> {
         candidates
     }
 
+    /// The pods of workload `id`.
+    fn members<'s>(&'s self, id: WorkloadId<'s>) -> impl Iterator<Item = &'a Pod> + 's {
+        let snapshot = self.snapshot;
+        self.workloads
+            .get(&workload_hash(id.2))
+            .into_iter()
+            .flatten()
+            .map(move |i| &snapshot.pods[*i])
+            .filter(move |pod| workload_id(pod) == Some(id))
+    }
+
     fn workload_view(&self, pod: &Pod) -> WorkloadView<'_> {
         let Some(id) = workload_id(pod) else {
             return WorkloadView::default();
         };
-        let members = self.workloads.get(&id).map(Vec::as_slice).unwrap_or(&[]);
-        let ready = members
-            .iter()
-            .filter(|i| self.snapshot.pods[**i].ready)
-            .count();
+        let (mut ready, mut pods) = (0u32, 0u32);
+        for member in self.members(id) {
+            pods = pods.saturating_add(1);
+            ready = ready.saturating_add(u32::from(member.ready));
+        }
         WorkloadView {
-            ready: u32::try_from(ready).unwrap_or(u32::MAX),
-            pods: u32::try_from(members.len()).unwrap_or(u32::MAX),
+            ready,
+            pods,
             memory: pod.workload().and_then(|key| self.next.workloads.get(&key)),
         }
     }
@@ -721,15 +745,17 @@ impl<'a> Round<'a> {
                 continue;
             }
             let after = model.after(usage, true, &self.floor);
-            if !self.thresholds.under_high(&after) {
+            let levels = self.thresholds.levels(&after);
+            let level = levels.iter().flatten().fold(0.0, |a: f64, b| a.max(*b));
+            if level > 1.0 {
                 rejections.count("would go above their high thresholds");
                 continue;
             }
-            if self.thresholds.node_level(&after) >= source_level {
+            if level >= source_level {
                 rejections.count("would end at least as loaded as the source");
                 continue;
             }
-            let Some(score) = self.score(&after) else {
+            let Some(score) = self.weighted(&levels) else {
                 rejections.count("have no measured load");
                 continue;
             };
@@ -769,10 +795,16 @@ impl<'a> Round<'a> {
     /// "Least loaded after placement": the weighted mean of each resource's level (its worse
     /// figure relative to the high threshold) over the measured resources.
     fn score(&self, loads: &Loads) -> Option<f64> {
+        self.weighted(&self.thresholds.levels(loads))
+    }
+
+    /// The score of per-resource levels (see [`Thresholds::levels`]).
+    fn weighted(&self, levels: &[Option<f64>; 3]) -> Option<f64> {
         let weights = &self.policy.selection.weights;
         let (sum, total) = Resource::ALL
             .iter()
-            .filter_map(|r| Some((weights.of(*r), self.thresholds.level(loads, *r)?)))
+            .zip(levels)
+            .filter_map(|(r, level)| Some((weights.of(*r), (*level)?)))
             .filter(|(w, _)| *w > 0.0)
             .fold((0.0, 0.0), |(s, t), (w, level)| (s + w * level, t + w));
         (total > 0.0).then(|| sum / total)
@@ -787,9 +819,16 @@ impl<'a> Round<'a> {
     ) {
         let snapshot = self.snapshot;
         let pod = &snapshot.pods[candidate.pod];
-        let (Some(workload), Some(best)) = (pod.workload(), ranked.first()) else {
+        let source_model = self.nodes[source].model.as_ref();
+        let (Some(workload), Some(best), Some(source_model)) =
+            (pod.workload(), ranked.first(), source_model)
+        else {
+            // Unreachable: candidates have an owner and a modelled source, rankings a first.
             return;
         };
+        let source_before = source_model.loads.to_figures();
+        let after = source_model.after(&candidate.usage, false, &[0.0; 3]);
+        let source_after = after.to_figures();
         let destinations: Vec<Destination> = ranked
             .iter()
             .map(|r| Destination {
@@ -803,6 +842,9 @@ impl<'a> Round<'a> {
                 after: r.after.to_figures(),
             })
             .collect();
+        if let Some(model) = self.nodes[source].model.as_mut() {
+            model.loads = after;
+        }
         let destination = &mut self.nodes[best.node];
         destination.add_requests(pod);
         if let Some(model) = destination.model.as_mut() {
@@ -810,13 +852,6 @@ impl<'a> Round<'a> {
         }
         self.reorder_destination(best.node, &best.after);
         let source_name = self.nodes[source].node.name.clone();
-        let Some(source_model) = self.nodes[source].model.as_mut() else {
-            return;
-        };
-        let source_before = source_model.loads.to_figures();
-        let after = source_model.after(&candidate.usage, false, &[0.0; 3]);
-        let source_after = after.to_figures();
-        source_model.loads = after;
         self.per_node[source] += 1;
         *self
             .per_namespace
@@ -891,520 +926,5 @@ impl<'a> Round<'a> {
     }
 }
 
-fn pressure_name(resource: Resource) -> &'static str {
-    match resource {
-        Resource::Cpu => "contention",
-        Resource::Memory => "reclaim",
-        Resource::Network => "retransmits",
-    }
-}
-
-/// E.g. `cpu utilisation 0.93 (high 0.85, low 0.70), contention 0.31 (high 0.25, low 0.10)`.
-fn describe_resource(thresholds: &Thresholds, loads: &Loads, resource: Resource) -> String {
-    let (u_band, p_band) = thresholds.of(resource);
-    let load = loads.get(resource);
-    let mut parts = Vec::new();
-    if let Some(u) = load.utilisation {
-        parts.push(format!(
-            "utilisation {u:.2} (high {:.2}, low {:.2})",
-            u_band.high, u_band.low
-        ));
-    }
-    if let Some(p) = load.pressure {
-        parts.push(format!(
-            "{} {p:.3} (high {:.3}, low {:.3})",
-            pressure_name(resource),
-            p_band.high,
-            p_band.low
-        ));
-    }
-    if parts.is_empty() {
-        parts.push("not measured".to_owned());
-    }
-    format!("{resource} {}", parts.join(", "))
-}
-
-fn describe_source(
-    thresholds: &Thresholds,
-    model: &NodeModel,
-    resources: &[Resource],
-    snapshot: &ClusterSnapshot,
-    node: &str,
-) -> String {
-    let hot: Vec<String> = resources
-        .iter()
-        .map(|r| describe_resource(thresholds, &model.loads, *r))
-        .collect();
-    let mut detail = format!("source: {}", hot.join("; "));
-    let throttled = snapshot
-        .node_loads
-        .get(node)
-        .and_then(|l| l.cpu_throttled_share)
-        .filter(|s| *s > 0.0);
-    if let Some(share) = throttled {
-        detail.push_str(&format!(
-            "; CFS throttling {:.0}% of periods (own CPU limits, never a reason)",
-            share * 100.0
-        ));
-    }
-    detail
-}
-
-fn eviction_reason(
-    thresholds: &Thresholds,
-    pod: &Pod,
-    source: &str,
-    resources: &[Resource],
-    (before, after): (&Figures, &Figures),
-    destination: &Destination,
-    snapshot: &ClusterSnapshot,
-) -> String {
-    let changes: Vec<String> = resources
-        .iter()
-        .map(|r| {
-            let (u_band, p_band) = thresholds.of(*r);
-            let b = before.get(r).cloned().unwrap_or_default();
-            let a = after.get(r).cloned().unwrap_or_default();
-            let mut parts = Vec::new();
-            if let (Some(b), Some(a)) = (b.utilisation, a.utilisation) {
-                parts.push(format!(
-                    "utilisation {b:.2} -> {a:.2} (target {:.2})",
-                    u_band.low
-                ));
-            }
-            if let (Some(b), Some(a)) = (b.pressure, a.pressure) {
-                parts.push(format!(
-                    "{} {b:.3} -> {a:.3} (target {:.3})",
-                    pressure_name(*r),
-                    p_band.low
-                ));
-            }
-            format!("{r} {}", parts.join(", "))
-        })
-        .collect();
-    let mut reason = format!(
-        "{source} is hot; moving {}/{} (priority {}, {:?}) takes {}; best fit {} (score {:.2})",
-        pod.namespace,
-        pod.name,
-        pod.priority,
-        pod.qos,
-        changes.join("; "),
-        destination.node,
-        destination.score,
-    );
-    let load = snapshot.pod_loads.get(&pod.uid);
-    if let Some(contention) = load.and_then(|l| l.cpu_contention).filter(|c| *c > 0.0) {
-        reason.push_str(&format!(
-            "; it waits {contention:.2} s per CPU-second for a CPU here"
-        ));
-    }
-    if let Some(share) = load
-        .and_then(|l| l.cpu_throttled_share)
-        .filter(|s| *s > 0.0)
-    {
-        reason.push_str(&format!(
-            "; throttled {:.0}% of periods by its own limit (not counted)",
-            share * 100.0
-        ));
-    }
-    reason
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rebalance::{
-        fixtures::{node, node_load, pdb, pod, pod_load, GIB},
-        plan::plan,
-        policy::Policy,
-        snapshot::{Qos, Taint, TaintEffect},
-    };
-
-    const NOW: Timestamp = Timestamp(100_000);
-
-    /// `hot` (4 cores at 95% CPU) holds web-0 (1.2 cores), api-0 (0.6) and db-0 (0.5); `cold-a`
-    /// and `cold-b` (4 cores at 30%) hold a second replica of each, so every workload has two
-    /// Ready replicas.
-    fn cluster() -> ClusterSnapshot {
-        let mut s = ClusterSnapshot::default();
-        for name in ["hot", "cold-a", "cold-b"] {
-            s.nodes.push(node(name, 4000, 16 * GIB));
-        }
-        s.node_loads.insert("hot".to_owned(), node_load(0.95, 0.5));
-        s.node_loads
-            .insert("cold-a".to_owned(), node_load(0.3, 0.3));
-        s.node_loads
-            .insert("cold-b".to_owned(), node_load(0.3, 0.3));
-        for (name, cores, node) in [
-            ("web-0", 1.2, "hot"),
-            ("api-0", 0.6, "hot"),
-            ("db-0", 0.5, "hot"),
-            ("web-1", 0.1, "cold-a"),
-            ("api-1", 0.1, "cold-a"),
-            ("db-1", 0.1, "cold-b"),
-        ] {
-            let p = pod(name, node);
-            s.pod_loads
-                .insert(p.uid.clone(), pod_load(cores, GIB as f64));
-            s.pods.push(p);
-        }
-        s
-    }
-
-    /// Sources after one abnormal round, so that a single call shows the decisions.
-    fn policy() -> Policy {
-        let mut p = Policy::default();
-        p.classification.abnormal_rounds = 1;
-        p
-    }
-
-    fn run(s: &ClusterSnapshot, policy: &Policy) -> Plan {
-        plan(s, &RebalanceState::default(), policy, NOW).0
-    }
-
-    fn evicted(plan: &Plan) -> Vec<&str> {
-        plan.evictions.iter().map(|e| e.pod.name.as_str()).collect()
-    }
-
-    fn skip_of(plan: &Plan, pod: &str) -> Option<SkipReason> {
-        plan.skipped_pods
-            .iter()
-            .find(|s| s.pod.name == pod)
-            .map(|s| s.reason)
-    }
-
-    fn set_pod(s: &mut ClusterSnapshot, name: &str, change: impl FnOnce(&mut Pod)) {
-        if let Some(p) = s.pods.iter_mut().find(|p| p.name == name) {
-            change(p);
-        }
-    }
-
-    #[test]
-    fn evicts_just_enough_with_the_most_relief_first() {
-        let plan = run(&cluster(), &policy());
-        // 0.95 - 1.2/4 = 0.65 <= 0.70: one eviction suffices.
-        assert_eq!(evicted(&plan), ["web-0"]);
-        let e = &plan.evictions[0];
-        assert_eq!(e.source, "hot");
-        let after = e.source_after[&Resource::Cpu].utilisation.unwrap_or(1.0);
-        assert!((after - 0.65).abs() < 1e-9);
-        assert!(!e.destinations.is_empty());
-        assert!(
-            e.reason.contains("utilisation 0.95 -> 0.65"),
-            "{}",
-            e.reason
-        );
-        assert_eq!(skip_of(&plan, "api-0"), Some(SkipReason::TargetReached));
-        assert_eq!(skip_of(&plan, "db-0"), Some(SkipReason::TargetReached));
-        assert_eq!(plan.summary.pods_considered, 3);
-        let report = plan.nodes.iter().find(|n| n.node == "hot");
-        assert_eq!(
-            report.map(|r| (r.status, r.skip)),
-            Some((NodeStatus::Source, None))
-        );
-    }
-
-    #[test]
-    fn lower_priority_and_qos_go_first() {
-        let mut s = cluster();
-        set_pod(&mut s, "web-0", |p| p.priority = 100);
-        let plan = run(&s, &policy());
-        // api-0 and db-0 (priority 0) first: 0.95 - 0.15 - 0.125 = 0.675.
-        assert_eq!(evicted(&plan), ["api-0", "db-0"]);
-        let mut s = cluster();
-        set_pod(&mut s, "web-0", |p| p.qos = Qos::Guaranteed);
-        set_pod(&mut s, "db-0", |p| p.qos = Qos::BestEffort);
-        assert_eq!(evicted(&run(&s, &policy()))[0], "db-0");
-    }
-
-    #[test]
-    fn a_node_needs_consecutive_abnormal_rounds_and_is_released_after_normal_ones() {
-        let policy = Policy::default(); // 3 abnormal, 3 normal rounds
-        let s = cluster();
-        let mut state = RebalanceState::default();
-        for round in 1..=2 {
-            let (p, next) = plan(&s, &state, &policy, NOW);
-            assert!(p.evictions.is_empty(), "round {round}");
-            let report = p.nodes.iter().find(|n| n.node == "hot");
-            assert_eq!(report.map(|r| r.status), Some(NodeStatus::Abnormal));
-            state = next;
-        }
-        let (p, next) = plan(&s, &state, &policy, NOW);
-        assert_eq!(evicted(&p), ["web-0"]);
-        assert!(next.nodes["hot"][&Resource::Cpu].source);
-        // Normal load for three rounds releases it.
-        let mut calm = s.clone();
-        calm.node_loads
-            .insert("hot".to_owned(), node_load(0.5, 0.5));
-        let mut state = next;
-        for _ in 0..3 {
-            state = plan(&calm, &state, &policy, NOW).1;
-        }
-        assert!(!state.nodes.contains_key("hot"), "{:?}", state.nodes);
-    }
-
-    #[test]
-    fn throttling_is_never_a_reason() {
-        let mut s = cluster();
-        let mut load = node_load(0.5, 0.5);
-        load.cpu_throttled_share = Some(0.9);
-        s.node_loads.insert("hot".to_owned(), load);
-        let plan = run(&s, &policy());
-        assert!(plan.evictions.is_empty());
-        assert!(plan.nodes.is_empty(), "{:?}", plan.nodes);
-    }
-
-    #[test]
-    fn contention_makes_a_source_and_its_relief_is_predicted() {
-        let mut s = cluster();
-        let mut load = node_load(0.8, 0.5);
-        load.cpu.pressure = Some(0.4);
-        s.node_loads.insert("hot".to_owned(), load);
-        let plan = run(&s, &policy());
-        assert_eq!(evicted(&plan), ["web-0"]);
-        let after = &plan.evictions[0].source_after[&Resource::Cpu];
-        assert!(after.pressure.unwrap_or(1.0) <= 0.10, "{after:?}");
-    }
-
-    #[test]
-    fn nodes_without_fresh_load_are_on_neither_side() {
-        let mut s = cluster();
-        if let Some(l) = s.node_loads.get_mut("hot") {
-            l.fresh = false;
-        }
-        let plan = run(&s, &policy());
-        assert!(plan.evictions.is_empty());
-        let report = plan.nodes.iter().find(|n| n.node == "hot");
-        assert_eq!(report.and_then(|r| r.skip), Some(NodeSkip::LoadUnknown));
-        // Cold nodes without load are no destinations.
-        let mut s = cluster();
-        s.node_loads.remove("cold-a");
-        s.node_loads.remove("cold-b");
-        let plan = run(&s, &policy());
-        assert!(plan.evictions.is_empty());
-        assert_eq!(skip_of(&plan, "web-0"), Some(SkipReason::NoDestination));
-    }
-
-    #[test]
-    fn pods_without_load_are_not_moved() {
-        let mut s = cluster();
-        s.pod_loads.remove("uid-web-0");
-        let plan = run(&s, &policy());
-        assert_eq!(skip_of(&plan, "web-0"), Some(SkipReason::LoadUnknown));
-        assert!(!evicted(&plan).contains(&"web-0"));
-    }
-
-    #[test]
-    fn pdb_with_no_disruptions_left_protects_and_counts_down() {
-        let mut s = cluster();
-        s.pdbs.push(pdb("web", 0));
-        let plan = run(&s, &policy());
-        assert_eq!(skip_of(&plan, "web-0"), Some(SkipReason::Pdb));
-        assert_eq!(evicted(&plan), ["api-0", "db-0"]);
-        // One PDB over api and db with one disruption: the second is refused.
-        let mut s = cluster();
-        set_pod(&mut s, "web-0", |p| p.priority = 100);
-        let mut shared = pdb("x", 1);
-        shared.selector.match_labels.clear();
-        s.pdbs.push(shared);
-        let plan = run(&s, &policy());
-        assert_eq!(evicted(&plan), ["api-0"]);
-        assert_eq!(skip_of(&plan, "db-0"), Some(SkipReason::Pdb));
-    }
-
-    #[test]
-    fn per_node_namespace_round_and_rate_limits() {
-        let mut s = cluster();
-        set_pod(&mut s, "web-0", |p| p.priority = 100); // two evictions needed
-        let limited = |change: fn(&mut Policy)| {
-            let mut p = policy();
-            change(&mut p);
-            run(&s, &p)
-        };
-        let plan = limited(|p| p.limits.per_node = 1);
-        assert_eq!(skip_of(&plan, "db-0"), Some(SkipReason::NodeLimit));
-        let plan = limited(|p| p.limits.per_namespace = 1);
-        assert_eq!(skip_of(&plan, "db-0"), Some(SkipReason::NamespaceLimit));
-        let plan = limited(|p| p.limits.per_round = 1);
-        assert_eq!(skip_of(&plan, "db-0"), Some(SkipReason::RoundLimit));
-        let plan = limited(|p| p.limits.token_bucket.burst = 1);
-        assert_eq!(skip_of(&plan, "db-0"), Some(SkipReason::RateLimit));
-        assert_eq!(plan.summary.tokens_left, 0.0);
-    }
-
-    #[test]
-    fn an_empty_bucket_refills_over_time() {
-        let s = cluster();
-        let state = RebalanceState {
-            tokens: crate::rebalance::state::TokenBucket {
-                tokens: 0.0,
-                updated: Some(NOW),
-            },
-            ..RebalanceState::default()
-        };
-        let (p, _) = plan(&s, &state, &policy(), NOW);
-        assert!(p.evictions.is_empty());
-        let report = p.nodes.iter().find(|n| n.node == "hot");
-        assert_eq!(report.and_then(|r| r.skip), Some(NodeSkip::LimitReached));
-        // 10 per minute: one token after 6 s.
-        let (p, _) = plan(&s, &state, &policy(), Timestamp(NOW.0 + 6));
-        assert_eq!(evicted(&p), ["web-0"]);
-    }
-
-    #[test]
-    fn destinations_must_fit_requests_taints_and_schedulability() {
-        let mut s = cluster();
-        set_pod(&mut s, "web-0", |p| p.requests.cpu_millicores = 3950);
-        s.pods.retain(|p| p.name != "api-0" && p.name != "db-0");
-        let plan = run(&s, &policy());
-        let skip = plan.skipped_pods.iter().find(|p| p.pod.name == "web-0");
-        assert_eq!(skip.map(|s| s.reason), Some(SkipReason::NoDestination));
-        assert!(
-            skip.is_some_and(|s| s.detail.contains("2 lack free cpu for its requests")),
-            "{skip:?}"
-        );
-        let mut s = cluster();
-        for n in s.nodes.iter_mut().filter(|n| n.name == "cold-a") {
-            n.unschedulable = true;
-        }
-        for n in s.nodes.iter_mut().filter(|n| n.name == "cold-b") {
-            n.taints.push(Taint {
-                key: "k".to_owned(),
-                value: String::new(),
-                effect: TaintEffect::NoExecute,
-            });
-        }
-        let plan = run(&s, &policy());
-        assert!(plan.evictions.is_empty());
-        let skip = plan.skipped_pods.iter().find(|p| p.pod.name == "web-0");
-        assert!(
-            skip.is_some_and(|s| s.detail.contains("1 have taints")),
-            "{skip:?}"
-        );
-    }
-
-    #[test]
-    fn destinations_stay_under_their_high_threshold() {
-        let mut s = cluster();
-        s.node_loads
-            .insert("cold-a".to_owned(), node_load(0.6, 0.3));
-        s.node_loads
-            .insert("cold-b".to_owned(), node_load(0.6, 0.3));
-        // web-0 (0.3 of a node) would push either to 0.9 > 0.85; api-0 (0.15) fits.
-        let plan = run(&s, &policy());
-        assert!(!evicted(&plan).contains(&"web-0"));
-        let skip = plan.skipped_pods.iter().find(|p| p.pod.name == "web-0");
-        assert!(
-            skip.is_some_and(|s| s.detail.contains("would go above their high thresholds")),
-            "{skip:?}"
-        );
-        for e in &plan.evictions {
-            let u = e.destinations[0].after[&Resource::Cpu].utilisation;
-            assert!(u.unwrap_or(1.0) <= 0.85);
-        }
-    }
-
-    #[test]
-    fn ranked_destinations_least_loaded_after_placement_first() {
-        let mut s = cluster();
-        s.node_loads
-            .insert("cold-b".to_owned(), node_load(0.2, 0.2));
-        let plan = run(&s, &policy());
-        let names: Vec<&str> = plan.evictions[0]
-            .destinations
-            .iter()
-            .map(|d| d.node.as_str())
-            .collect();
-        assert_eq!(names, ["cold-b", "cold-a"]);
-    }
-
-    #[test]
-    fn in_flight_blocks_until_the_replacement_is_ready_then_cooldown_rules() {
-        let s = cluster();
-        let (_, state) = plan(&s, &RebalanceState::default(), &policy(), NOW);
-        assert!(state.workloads.values().any(|w| w.in_flight.is_some()));
-        // Next round, web-0 still there: the workload is in flight.
-        let later = Timestamp(NOW.0 + 60);
-        let (p, state2) = plan(&s, &state, &policy(), later);
-        assert_eq!(skip_of(&p, "web-0"), Some(SkipReason::InFlight));
-        // web-0 gone, replacement web-2 Ready since the eviction: released, cooldown remains.
-        let mut replaced = s.clone();
-        replaced.pods.retain(|p| p.name != "web-0");
-        let mut web2 = pod("web-2", "cold-b");
-        web2.start_time = Timestamp(NOW.0 + 30);
-        replaced.pods.push(web2);
-        let mut again = pod("web-3", "hot");
-        again.start_time = Timestamp(0);
-        replaced
-            .pod_loads
-            .insert(again.uid.clone(), pod_load(1.2, GIB as f64));
-        replaced.pods.push(again);
-        let (p, state3) = plan(&replaced, &state2, &policy(), later);
-        let web = state3
-            .workloads
-            .get(&crate::rebalance::snapshot::WorkloadKey::new(
-                "default",
-                "Deployment",
-                "web",
-            ));
-        assert!(web.is_some_and(|w| w.in_flight.is_none()), "{web:?}");
-        assert_eq!(skip_of(&p, "web-3"), Some(SkipReason::Cooldown));
-    }
-
-    #[test]
-    fn dry_run_only_marks_the_plan() {
-        let s = cluster();
-        let (wet, wet_state) = plan(&s, &RebalanceState::default(), &policy(), NOW);
-        let mut dry_policy = policy();
-        dry_policy.dry_run = true;
-        let (dry, dry_state) = plan(&s, &RebalanceState::default(), &dry_policy, NOW);
-        assert!(dry.dry_run && !wet.dry_run);
-        assert_eq!(
-            Plan {
-                dry_run: false,
-                ..dry
-            },
-            wet
-        );
-        assert_eq!(dry_state, wet_state);
-    }
-
-    #[test]
-    fn ineligible_pods_are_reported_with_their_reason() {
-        let mut s = cluster();
-        set_pod(&mut s, "web-0", |p| {
-            p.owner = Some(crate::rebalance::snapshot::Owner {
-                kind: "DaemonSet".to_owned(),
-                name: "agent".to_owned(),
-            })
-        });
-        let plan = run(&s, &policy());
-        assert_eq!(skip_of(&plan, "web-0"), Some(SkipReason::DaemonSet));
-        assert_eq!(evicted(&plan), ["api-0", "db-0"]);
-    }
-
-    #[test]
-    fn state_survives_json_for_a_new_leader() {
-        let s = cluster();
-        let (_, state) = plan(&s, &RebalanceState::default(), &policy(), NOW);
-        let text = serde_json::to_string(&state).unwrap_or_default();
-        let restored: Option<RebalanceState> = serde_json::from_str(&text).ok();
-        assert_eq!(restored.as_ref(), Some(&state));
-        let later = Timestamp(NOW.0 + 60);
-        assert_eq!(
-            restored.map(|r| plan(&s, &r, &policy(), later)),
-            Some(plan(&s, &state, &policy(), later))
-        );
-    }
-
-    #[test]
-    fn removed_nodes_are_forgotten() {
-        let s = cluster();
-        let (_, state) = plan(&s, &RebalanceState::default(), &policy(), NOW);
-        assert!(state.nodes.contains_key("hot"));
-        let mut without = s.clone();
-        without.nodes.retain(|n| n.name != "hot");
-        let (_, state) = plan(&without, &state, &policy(), NOW);
-        assert!(!state.nodes.contains_key("hot"));
-    }
-}
+mod tests;
