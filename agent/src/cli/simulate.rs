@@ -74,6 +74,7 @@ pub fn load_scenario(name_or_path: &str) -> Result<Scenario> {
 
 pub fn run(args: SimulateArgs) -> Result<()> {
     if args.list {
+        let mut out = std::io::stdout().lock();
         for (name, text) in SHIPPED {
             let scenario = scenario::parse(name, text)?;
             let summary = scenario
@@ -81,7 +82,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
                 .split_whitespace()
                 .collect::<Vec<_>>()
                 .join(" ");
-            println!("{name}\n    {summary}\n");
+            writeln!(out, "{name}\n    {summary}\n")?;
         }
         return Ok(());
     }
