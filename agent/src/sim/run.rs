@@ -419,3 +419,104 @@ mod tests {
         assert!(outcome.last_plan.is_some_and(|p| p.dry_run));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Over random small clusters: ours never breaks a PDB or a limit, requests never exceed a
+    //! node, and a run is a function of its seed.
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::sim::{
+        scenario::{Load, Resources, Workload, WorkloadKind},
+        trace::{Component, Trace},
+    };
+
+    fn workload(index: usize, replicas: u32, cpu: f64, use_cpu: f64, memory: f64) -> Workload {
+        let text = format!(
+            "name = \"w{index}\"\nkind = \"Deployment\"\nreplicas = {replicas}\nrequests = {{}}\nload = {{}}\npdb = {{ max_unavailable = 1 }}"
+        );
+        let mut workload: Workload = toml::from_str(&text).expect("valid workload");
+        workload.kind = if index % 3 == 2 {
+            WorkloadKind::StatefulSet
+        } else {
+            WorkloadKind::Deployment
+        };
+        workload.requests = Resources {
+            cpu,
+            memory_gib: memory,
+        };
+        workload.load = Load {
+            cpu: Trace(vec![Component::Constant(use_cpu), Component::Noise(0.1)]),
+            memory_gib: Trace::constant(memory * 1.5),
+            network_mbit: Trace::default(),
+        };
+        workload
+    }
+
+    fn cluster() -> impl Strategy<Value = Scenario> {
+        (
+            2usize..6,
+            prop::collection::vec((1u32..6, 0.1f64..1.0, 0.0f64..2.5, 0.5f64..3.0, 0usize..8), 1..5),
+        )
+            .prop_map(|(nodes, workloads)| {
+                let text = format!(
+                    "name = \"random\"\ndescription = \"random\"\n[[nodes]]\nname = \"n\"\ncount = {nodes}\ncpu = 8\nmemory_gib = 32\n[[workloads]]\nname = \"x\"\nkind = \"Deployment\"\nreplicas = 1\nrequests = {{}}\nload = {{}}"
+                );
+                let mut scenario: Scenario = toml::from_str(&text).expect("valid scenario");
+                scenario.workloads = workloads
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (replicas, cpu, use_cpu, memory, pin))| {
+                        let mut w = workload(i, *replicas, *cpu, *use_cpu, *memory);
+                        // Some workloads start piled on one node, as after a rollout.
+                        if *pin < nodes {
+                            w.place_on = vec![format!("n-{pin}")];
+                        }
+                        w
+                    })
+                    .collect();
+                scenario
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn ours_is_safe_and_reproducible(scenario in cluster(), seed in 0u64..1000) {
+            let config = RunConfig::new(15, seed);
+            let mut rng = SplitMix64::new(seed);
+            prop_assume!(World::new(&scenario, &mut rng).is_ok());
+            let policy = Policy::default();
+            let ours = run(&scenario, &policy, Contender::Ballast, config, &mut |_| {})
+                .expect("runs");
+            prop_assert_eq!(ours.metrics.pdb_violations, 0);
+            prop_assert_eq!(ours.metrics.limit_violations, 0);
+            let again = run(&scenario, &policy, Contender::Ballast, config, &mut |_| {})
+                .expect("runs");
+            prop_assert_eq!(&ours.metrics, &again.metrics);
+            let baseline = run(&scenario, &policy, Contender::Baseline, config, &mut |_| {})
+                .expect("runs");
+            prop_assert_eq!(baseline.metrics.pdb_violations, 0);
+        }
+
+        #[test]
+        fn the_scheduler_never_overcommits_requests(scenario in cluster(), seed in 0u64..1000) {
+            let mut rng = SplitMix64::new(seed);
+            let Ok(mut world) = World::new(&scenario, &mut rng) else {
+                return Ok(());
+            };
+            // Evict everything, then let the scheduler place it all again.
+            let uids: Vec<u64> = world.pods.keys().copied().collect();
+            for uid in uids {
+                world.evict(uid, 0);
+            }
+            world.advance(3600, &mut rng);
+            for ((cpu, memory), node) in world.requested().iter().zip(&world.nodes) {
+                prop_assert!(*cpu <= node.cpu + 1e-9);
+                prop_assert!(*memory <= node.memory_bytes + 1.0);
+            }
+        }
+    }
+}
