@@ -28,6 +28,9 @@ pub struct RunMetrics {
     pub repeated_replicas: u32,
     /// Replacements bound to the node their predecessor was evicted from.
     pub returned_to_source: u32,
+    /// Replacements bound to a node the replica had been evicted from before that, within the
+    /// repeat window (A -> B -> A): ping-pong.
+    pub bounced_back: u32,
     /// Evictions the PDB did not allow (refused, as the Eviction API would).
     pub pdb_violations: u32,
     /// Evictions beyond the policy's per-round, per-node, per-namespace or in-flight limits.
@@ -72,6 +75,8 @@ pub struct Recorder {
     round_cv: f64,
     /// Per replica (workload, slot): when it was last evicted, and whether it already counted.
     last_eviction: BTreeMap<(usize, u32), (u64, bool)>,
+    /// Per replica: the nodes it was evicted from, and when.
+    left: BTreeMap<(usize, u32), Vec<(usize, u64)>>,
     /// Evictions counted at the end of each round, to find the evictions before balance.
     evictions_by_round: Vec<u32>,
     balanced: Vec<bool>,
@@ -104,6 +109,7 @@ impl Recorder {
             round_ticks: 0,
             round_cv: 0.0,
             last_eviction: BTreeMap::new(),
+            left: BTreeMap::new(),
             evictions_by_round: Vec::new(),
             balanced: Vec::new(),
         }
@@ -132,15 +138,32 @@ impl Recorder {
         }
     }
 
-    pub fn landed(&mut self, landings: &[Landing]) {
-        self.metrics.returned_to_source += landings
-            .iter()
-            .filter(|l| l.evicted_from == Some(l.node))
-            .count() as u32;
+    /// Replacements bound at `now`.
+    pub fn landed(&mut self, landings: &[Landing], now: u64) {
+        let window = u64::from(self.target.repeat_window_seconds);
+        for landing in landings {
+            if landing.evicted_from == Some(landing.node) {
+                self.metrics.returned_to_source += 1;
+            } else if self
+                .left
+                .get(&(landing.workload, landing.slot))
+                .is_some_and(|left| {
+                    left.iter()
+                        .any(|(node, at)| *node == landing.node && now - at <= window)
+                })
+            {
+                self.metrics.bounced_back += 1;
+            }
+        }
     }
 
-    pub fn evicted(&mut self, workload: usize, slot: u32, at: u64) {
+    /// Replica `slot` of `workload` evicted from `node` at `at`.
+    pub fn evicted(&mut self, workload: usize, slot: u32, node: usize, at: u64) {
         self.metrics.evictions += 1;
+        self.left
+            .entry((workload, slot))
+            .or_default()
+            .push((node, at));
         if let Some(name) = self.workloads.get(workload) {
             *self
                 .metrics
@@ -260,7 +283,7 @@ mod tests {
         // Round 0: hot and skewed. Round 1: still hot, one eviction. Rounds 2-3: balanced.
         recorder.tick(&[truth(1.2, 0.8), truth(0.2, 0.0)]);
         recorder.end_round();
-        recorder.evicted(0, 0, 60);
+        recorder.evicted(0, 0, 0, 60);
         recorder.tick(&[truth(1.0, 0.5), truth(0.4, 0.0)]);
         recorder.end_round();
         for _ in 0..SETTLED_ROUNDS {
@@ -286,31 +309,46 @@ mod tests {
         // Balanced again, but not for long enough.
         recorder.tick(&[truth(0.5, 0.1)]);
         recorder.end_round();
-        recorder.evicted(0, 1, 100);
-        recorder.evicted(0, 1, 200);
-        recorder.evicted(0, 1, 300);
-        recorder.evicted(0, 2, 100);
-        recorder.evicted(0, 2, 100 + 1800 + 1);
-        recorder.landed(&[
-            Landing {
+        recorder.evicted(0, 1, 0, 100);
+        recorder.evicted(0, 1, 0, 200);
+        recorder.evicted(0, 1, 0, 300);
+        recorder.evicted(0, 2, 0, 100);
+        recorder.evicted(0, 2, 0, 100 + 1800 + 1);
+        recorder.landed(
+            &[
+                Landing {
+                    workload: 0,
+                    slot: 1,
+                    node: 0,
+                    evicted_from: Some(0),
+                },
+                Landing {
+                    workload: 0,
+                    slot: 2,
+                    node: 1,
+                    evicted_from: Some(0),
+                },
+            ],
+            400,
+        );
+        // Replica 1 left node 0, then node 2 (still in the window), and lands on 0 again.
+        recorder.evicted(0, 1, 2, 500);
+        recorder.landed(
+            &[Landing {
                 workload: 0,
                 slot: 1,
                 node: 0,
-                evicted_from: Some(0),
-            },
-            Landing {
-                workload: 0,
-                slot: 2,
-                node: 1,
-                evicted_from: Some(0),
-            },
-        ]);
+                evicted_from: Some(2),
+            }],
+            600,
+        );
         let (metrics, _) = recorder.finish();
         assert_eq!(metrics.balanced_from_round, None);
         assert_eq!(metrics.evictions_to_balance, None);
         assert_eq!(metrics.repeated_replicas, 1);
         assert_eq!(metrics.returned_to_source, 1);
-        assert_eq!(metrics.evictions, 5);
-        assert_eq!(metrics.evictions_by_workload["web"], 5);
+        assert_eq!(metrics.bounced_back, 1);
+        assert_eq!(metrics.evictions, 6);
+        assert_eq!(metrics.evictions_by_workload["web"], 6);
     }
 }

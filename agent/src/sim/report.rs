@@ -35,7 +35,7 @@ fn optional(value: Option<u32>) -> String {
 
 type Row = (&'static str, fn(&RunMetrics) -> String);
 
-const ROWS: [Row; 14] = [
+const ROWS: [Row; 15] = [
     ("evictions", |m| m.evictions.to_string()),
     ("evictions to reach target", |m| {
         optional(m.evictions_to_balance)
@@ -64,6 +64,7 @@ const ROWS: [Row; 14] = [
     ("returned to source node", |m| {
         m.returned_to_source.to_string()
     }),
+    ("bounced back (A -> B -> A)", |m| m.bounced_back.to_string()),
     ("PDB violations", |m| m.pdb_violations.to_string()),
     ("limit violations", |m| m.limit_violations.to_string()),
 ];
@@ -263,7 +264,7 @@ pub fn svg(comparison: &Comparison, target_pressure: f64) -> String {
 /// baseline.
 pub fn quality_markdown(comparisons: &[Comparison]) -> String {
     let mut out = String::from(
-        "| scenario | rounds | evictions to target (ballast / baseline) | ratio | evictions in all | final max node pressure | node-minutes above target | returned to source | PDB / limit violations (ballast) |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | rounds | evictions to target (ballast / baseline) | ratio | evictions in all | final max node pressure | node-minutes above target | returned to source | bounced back | PDB / limit violations (ballast) |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for c in comparisons {
         let ours = &c.ours.metrics;
@@ -273,7 +274,7 @@ pub fn quality_markdown(comparisons: &[Comparison]) -> String {
         let ratio = eviction_ratio(ours, baseline).map_or("n/a".to_string(), |r| format!("{r:.2}"));
         let _ = writeln!(
             out,
-            "| {} | {} | {} / {} | {} | {} / {} | {:.2} / {:.2} | {:.1} / {:.1} | {} / {} | {} / {} |",
+            "| {} | {} | {} / {} | {} | {} / {} | {:.2} / {:.2} | {:.1} / {:.1} | {} / {} | {} / {} | {} / {} |",
             c.scenario,
             c.rounds,
             optional(ours.evictions_to_balance),
@@ -287,6 +288,8 @@ pub fn quality_markdown(comparisons: &[Comparison]) -> String {
             baseline.node_seconds_above_target as f64 / 60.0,
             ours.returned_to_source,
             baseline.returned_to_source,
+            ours.bounced_back,
+            baseline.bounced_back,
             ours.pdb_violations,
             ours.limit_violations,
         );

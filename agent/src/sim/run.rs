@@ -140,7 +140,7 @@ pub fn run(
             tick += 1;
             let now = tick * tick_seconds;
             let landings = world.advance(now, &mut rng);
-            recorder.landed(&landings);
+            recorder.landed(&landings, now);
             let truths = physics::tick(&world, &mut loads, now, config.seed, tick);
             recorder.tick(&truths);
         }
@@ -182,7 +182,7 @@ pub fn run(
             let Some(pod) = world.pods.get(uid) else {
                 continue;
             };
-            let (workload, slot) = (pod.workload, pod.slot);
+            let (workload, slot, node) = (pod.workload, pod.slot, pod.node);
             if world.disruptions_allowed(workload) == 0 {
                 recorder.pdb_violation();
                 continue;
@@ -190,8 +190,8 @@ pub fn run(
             if over_limit {
                 recorder.limit_violation();
             }
-            if world.evict(*uid, now).is_some() {
-                recorder.evicted(workload, slot, now);
+            if let (Some(node), Some(_)) = (node, world.evict(*uid, now)) {
+                recorder.evicted(workload, slot, node, now);
             }
         }
         recorder.end_round();
@@ -262,6 +262,7 @@ mod tests {
         assert_eq!(ours.pdb_violations, 0, "{ours:?}");
         assert_eq!(ours.limit_violations, 0, "{ours:?}");
         assert_eq!(ours.returned_to_source, 0, "{ours:?}");
+        assert_eq!(ours.bounced_back, 0, "{ours:?}");
     }
 
     /// Ours gets there and stays; the baseline, blind to real load, never does.
