@@ -471,6 +471,28 @@ fn deviation_mode_finds_the_outlier_of_a_busy_cluster() {
 }
 
 #[test]
+fn one_eviction_per_workload_per_round() {
+    let mut s = cluster();
+    // A second web replica on the hot node that cannot reach the target alone (0.95 - 0.9/4 =
+    // 0.725); web-0 comes next, then api-0 and db-0 (higher priority).
+    let web9 = pod("web-9", "hot");
+    s.pod_loads
+        .insert(web9.uid.clone(), pod_load(0.9, GIB as f64));
+    set_pod(&mut s, "api-0", |p| p.priority = 100);
+    set_pod(&mut s, "db-0", |p| p.priority = 100);
+    s.pods.push(web9);
+    s.pod_loads
+        .insert("uid-web-0".to_owned(), pod_load(0.5, GIB as f64));
+    let plan = run(&s, &policy());
+    let web: Vec<&str> = evicted(&plan)
+        .into_iter()
+        .filter(|p| p.starts_with("web"))
+        .collect();
+    assert_eq!(web, ["web-9"]);
+    assert_eq!(skip_of(&plan, "web-0"), Some(SkipReason::WorkloadLimit));
+}
+
+#[test]
 fn removed_nodes_are_forgotten() {
     let s = cluster();
     let (_, state) = plan(&s, &RebalanceState::default(), &policy(), NOW);
