@@ -261,7 +261,6 @@ mod tests {
         NodeTruth {
             cpu_share: cpu,
             memory_share: 0.0,
-            network_share: 0.0,
             pressure: BTreeMap::from([(crate::load::score::Resource::Cpu, pressure)]),
         }
     }

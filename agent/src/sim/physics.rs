@@ -72,7 +72,6 @@ pub struct NodeTruth {
     /// Demand over capacity (CPU may exceed 1: that is the contention).
     pub cpu_share: f64,
     pub memory_share: f64,
-    pub network_share: f64,
     /// Pressure per resource divided by the load model's "fully pressured" scale.
     pub pressure: BTreeMap<Resource, f64>,
 }
@@ -118,10 +117,6 @@ impl Loads {
 
     pub fn node(&self, node: usize) -> BTreeMap<Resource, ResourceLoad> {
         self.nodes[node].smoothed()
-    }
-
-    pub fn pod(&self, uid: u64) -> Option<BTreeMap<Resource, ResourceLoad>> {
-        self.pods.get(&uid).map(|pod| pod.load.smoothed())
     }
 }
 
@@ -213,7 +208,6 @@ pub fn tick(
         truths.push(NodeTruth {
             cpu_share,
             memory_share,
-            network_share,
             pressure: BTreeMap::from([
                 (Resource::Cpu, wait / scales.cpu.pressure_scale),
                 (Resource::Memory, stall / scales.memory.pressure_scale),
