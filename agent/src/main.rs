@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use ballast::cli::{agent::AgentArgs, top::TopArgs};
+use ballast::cli::{agent::AgentArgs, plan::PlanArgs, simulate::SimulateArgs, top::TopArgs};
 
 #[derive(Parser)]
 #[command(
@@ -21,11 +21,17 @@ enum Command {
     Agent(AgentArgs),
     /// Live view of this node's containers, most pressured first (reads a running agent).
     Top(TopArgs),
+    /// Plan one rebalancing round on a captured cluster snapshot and explain every decision.
+    Plan(PlanArgs),
+    /// Try the planner on a simulated cluster, side by side with the descheduler's baseline.
+    Simulate(SimulateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Agent(args) => ballast::cli::agent::run(args),
         Command::Top(args) => ballast::cli::top::run(args),
+        Command::Plan(args) => ballast::cli::plan::run(args),
+        Command::Simulate(args) => ballast::cli::simulate::run(args),
     }
 }

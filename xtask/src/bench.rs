@@ -1,6 +1,8 @@
-//! `cargo xtask bench`: criterion micro-benchmarks of the user-space hot paths, then the
-//! end-to-end benchmarks (`ballast-bench`: kernel cost per event, agent CPU and memory) on the
-//! real kernel, with release builds.
+//! `cargo xtask bench`: criterion micro-benchmarks of the user-space hot paths and of one
+//! planning round at 500 and 5,000 nodes (agent/benches/planning.rs), the simulation quality of
+//! the planner against the descheduler baseline on every shipped scenario (the table for
+//! BENCHMARKS.md), then the end-to-end benchmarks (`ballast-bench`: kernel cost per event, agent
+//! CPU and memory) on the real kernel, with release builds.
 
 use anyhow::Result;
 use clap::Args;
@@ -16,7 +18,15 @@ pub struct BenchArgs {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let mut criterion = cargo();
-    criterion.args(["bench", "--package", "ballast", "--bench", "hot_paths"]);
+    criterion.args([
+        "bench",
+        "--package",
+        "ballast",
+        "--bench",
+        "hot_paths",
+        "--bench",
+        "planning",
+    ]);
     if args.quick {
         criterion.args(["--", "--quick"]);
     }
@@ -29,6 +39,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "--package",
         "ballast-tests",
         "--bins",
+    ]))?;
+    let ballast = workspace_root().join("target/release/ballast");
+    println!("\nSimulation quality (ballast simulate --scenario all --compare-baseline --format markdown):\n");
+    setup::run(std::process::Command::new(&ballast).args([
+        "simulate",
+        "--scenario",
+        "all",
+        "--compare-baseline",
+        "--format",
+        "markdown",
     ]))?;
     let mut end_to_end =
         std::process::Command::new(workspace_root().join("target/release/ballast-bench"));

@@ -1,0 +1,309 @@
+//! `ballast plan`: one planning round on a captured cluster snapshot, printed as a table of
+//! decisions and refusals with their reasons, or as the plan's JSON.
+//!
+//! Without `--state` there is no memory of earlier rounds, so the hysteresis could never be
+//! satisfied by a single round: the round is then planned as if every node abnormal now had been
+//! abnormal for `classification.abnormal_rounds` rounds (the table says so). With `--state` the
+//! memory is used as it is, and `--state-out` writes the next one, to replay rounds.
+
+use std::{
+    fmt::Write as _,
+    io::Write as _,
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+
+use crate::rebalance::{
+    plan,
+    plan::{NodeReport, Plan},
+    ClusterSnapshot, Policy, RebalanceState, Timestamp,
+};
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// Captured cluster snapshot, JSON (format: agent/src/rebalance/README.md).
+    #[arg(long)]
+    pub snapshot: PathBuf,
+    /// Policy, TOML; every field has a default (defaults when absent).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Planner memory from an earlier round (JSON, as written by --state-out).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Write the planner memory after this round here (JSON).
+    #[arg(long)]
+    pub state_out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Time of the round, seconds since the Unix epoch (default: now). Pod ages, cooldowns and
+    /// the token bucket are counted from it.
+    #[arg(long)]
+    pub now: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+pub fn run(args: PlanArgs) -> Result<()> {
+    let snapshot: ClusterSnapshot = read_json(&args.snapshot, "cluster snapshot")?;
+    snapshot
+        .validate()
+        .with_context(|| format!("{} cannot be planned on", args.snapshot.display()))?;
+    let mut policy = match &args.policy {
+        Some(path) => Policy::from_toml(&read(path, "policy")?)
+            .with_context(|| format!("{} is not a usable policy", path.display()))?,
+        None => Policy::default(),
+    };
+    let state = match &args.state {
+        Some(path) => read_json(path, "planner state")?,
+        None => {
+            policy.classification.abnormal_rounds = 1;
+            RebalanceState::default()
+        }
+    };
+    let now = match args.now {
+        Some(seconds) => Timestamp(seconds),
+        None => Timestamp(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .context("the system clock is before 1970; pass --now")?
+                .as_secs() as i64,
+        ),
+    };
+    let (plan, next) = plan(&snapshot, &state, &policy, now);
+    if let Some(path) = &args.state_out {
+        let text = serde_json::to_string_pretty(&next)?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write the planner state to {}", path.display()))?;
+    }
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &plan)?;
+            writeln!(out)?;
+        }
+        Format::Table => {
+            if args.state.is_none() {
+                writeln!(
+                    out,
+                    "(no --state: nodes abnormal now are treated as abnormal for long enough)"
+                )?;
+            }
+            write!(out, "{}", render(&plan))?;
+        }
+    }
+    Ok(())
+}
+
+fn read(path: &Path, what: &str) -> Result<String> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the {what} file {}", path.display()))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    let text = read(path, what)?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a valid {what} (format: agent/src/rebalance/README.md)",
+            path.display()
+        )
+    })
+}
+
+/// The plan as text: a summary line, then evictions, nodes and skipped pods, each with reasons.
+pub fn render(plan: &Plan) -> String {
+    let s = &plan.summary;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "round at {}{}: {} nodes ({} with fresh load), {} source(s), {} pod(s) considered, {} eviction(s), {:.1} tokens left",
+        plan.at,
+        if plan.dry_run { " (dry run: not to be executed)" } else { "" },
+        s.nodes,
+        s.nodes_with_fresh_load,
+        s.sources,
+        s.pods_considered,
+        s.evictions,
+        s.tokens_left
+    );
+    if !plan.evictions.is_empty() {
+        let _ = writeln!(out, "\nEVICTIONS");
+        let rows: Vec<[String; 4]> = plan
+            .evictions
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let destinations: Vec<String> = e
+                    .destinations
+                    .iter()
+                    .map(|d| format!("{} ({:.2})", d.node, d.score))
+                    .collect();
+                [
+                    (i + 1).to_string(),
+                    e.pod.to_string(),
+                    e.source.clone(),
+                    destinations.join(", "),
+                ]
+            })
+            .collect();
+        let details: Vec<&str> = plan.evictions.iter().map(|e| e.reason.as_str()).collect();
+        table(
+            &mut out,
+            ["#", "POD", "FROM", "TO (score, best first)"],
+            &rows,
+            &details,
+        );
+    }
+    if !plan.nodes.is_empty() {
+        let _ = writeln!(out, "\nNODES");
+        let rows: Vec<[String; 4]> = plan.nodes.iter().map(node_row).collect();
+        let details: Vec<&str> = plan.nodes.iter().map(|n| n.detail.as_str()).collect();
+        table(
+            &mut out,
+            ["NODE", "STATUS", "RESOURCES", "SKIP"],
+            &rows,
+            &details,
+        );
+    }
+    if !plan.skipped_pods.is_empty() {
+        let _ = writeln!(out, "\nSKIPPED PODS");
+        let rows: Vec<[String; 4]> = plan
+            .skipped_pods
+            .iter()
+            .map(|p| {
+                [
+                    p.pod.to_string(),
+                    p.node.clone(),
+                    snake(&p.reason),
+                    String::new(),
+                ]
+            })
+            .collect();
+        let details: Vec<&str> = plan
+            .skipped_pods
+            .iter()
+            .map(|p| p.detail.as_str())
+            .collect();
+        table(&mut out, ["POD", "NODE", "REASON", ""], &rows, &details);
+    }
+    if plan.evictions.is_empty() && plan.nodes.is_empty() {
+        let _ = writeln!(out, "\nnothing to do: no node is abnormal");
+    }
+    out
+}
+
+fn node_row(n: &NodeReport) -> [String; 4] {
+    let resources: Vec<String> = n.resources.iter().map(|r| r.to_string()).collect();
+    [
+        n.node.clone(),
+        snake(&n.status),
+        resources.join(","),
+        n.skip.as_ref().map(snake).unwrap_or_default(),
+    ]
+}
+
+/// The serde name of a reason or status (`no_destination`), as in the JSON output.
+fn snake<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Aligned columns, each row followed by its detail line, indented.
+fn table(out: &mut String, header: [&str; 4], rows: &[[String; 4]], details: &[&str]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 4]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned()
+    };
+    let _ = writeln!(out, "{}", line(header));
+    for (row, detail) in rows.iter().zip(details) {
+        let _ = writeln!(
+            out,
+            "{}",
+            line([&row[0], &row[1], &row[2], &row[3]].map(String::as_str))
+        );
+        let _ = writeln!(out, "    {detail}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> ClusterSnapshot {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/snapshot.json");
+        read_json(&path, "cluster snapshot").expect("the shipped example parses")
+    }
+
+    #[test]
+    fn the_shipped_example_plans_and_renders_every_section() {
+        let snapshot = example();
+        assert_eq!(snapshot.validate(), Ok(()));
+        let mut policy = Policy::default();
+        policy.classification.abnormal_rounds = 1;
+        let (plan, _) = plan(
+            &snapshot,
+            &RebalanceState::default(),
+            &policy,
+            Timestamp(1_795_400_000),
+        );
+        assert!(!plan.evictions.is_empty());
+        let text = render(&plan);
+        for needle in [
+            "EVICTIONS",
+            "NODES",
+            "SKIPPED PODS",
+            "daemon_set",
+            "no_destination",
+            "pdb",
+            "load_unknown",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_example_policy_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/policy.toml");
+        let text = read(&path, "policy").expect("the shipped policy is readable");
+        assert_eq!(Policy::from_toml(&text).ok(), Some(Policy::default()));
+    }
+
+    #[test]
+    fn malformed_files_name_the_file_and_the_problem() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("snap.json");
+        std::fs::write(&path, r#"{"nodes": [{"name": "a"}], "pods": []}"#).expect("written");
+        let err = read_json::<ClusterSnapshot>(&path, "cluster snapshot").err();
+        let text = err.map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(
+            text.contains("snap.json is not a valid cluster snapshot"),
+            "{text}"
+        );
+        assert!(text.contains("missing field `allocatable`"), "{text}");
+        let missing =
+            read_json::<ClusterSnapshot>(&dir.path().join("absent.json"), "cluster snapshot");
+        let text = missing.err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(
+            text.contains("cannot read the cluster snapshot file"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,29 @@
+//! Rebalancing: one planning round turns a cluster snapshot, the planner's memory and a policy
+//! into evictions with reasons. Pure: no I/O, no clock (time is an argument), deterministic.
+//!
+//! - [`snapshot`]: the input data (nodes, pods, PDBs, the agents' load);
+//! - [`policy`]: thresholds, eligibility and limits, read from TOML;
+//! - [`state`]: what is remembered between rounds (hysteresis, cooldowns, token bucket);
+//! - [`plan`]: the output types and [`plan::plan`], the round itself.
+
+mod classify;
+mod eligibility;
+mod explain;
+#[cfg(test)]
+mod fixtures;
+mod limits;
+mod loads;
+mod matching;
+pub mod plan;
+pub mod policy;
+mod predict;
+#[cfg(test)]
+mod properties;
+mod round;
+pub mod snapshot;
+pub mod state;
+
+pub use plan::{plan, Plan};
+pub use policy::Policy;
+pub use snapshot::{ClusterSnapshot, Timestamp};
+pub use state::RebalanceState;
