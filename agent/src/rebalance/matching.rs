@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::snapshot::{
     LabelSelector, LabelSelectorOperator, Node, NodeSelectorOperator, NodeSelectorRequirement, Pod,
-    Taint, TaintEffect, Toleration, TolerationOperator,
+    Taint, TaintEffect,
 };
 
 /// Why a node cannot take a pod, before resources and load are looked at.
@@ -57,24 +57,7 @@ pub fn soft_taints(pod: &Pod, node: &Node) -> usize {
 }
 
 fn tolerated(taint: &Taint, pod: &Pod) -> bool {
-    pod.tolerations.iter().any(|t| tolerates(t, taint))
-}
-
-fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    if toleration
-        .effect
-        .is_some_and(|effect| effect != taint.effect)
-    {
-        return false;
-    }
-    match (&toleration.key, toleration.operator) {
-        (None, TolerationOperator::Exists) => true,
-        (None, TolerationOperator::Equal) => false,
-        (Some(key), TolerationOperator::Exists) => *key == taint.key,
-        (Some(key), TolerationOperator::Equal) => {
-            *key == taint.key && toleration.value == taint.value
-        }
-    }
+    pod.tolerations.iter().any(|t| t.tolerates(taint))
 }
 
 fn node_requirement(r: &NodeSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
@@ -117,6 +100,7 @@ pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rebalance::snapshot::{Toleration, TolerationOperator};
     use crate::rebalance::{
         fixtures::{node, pod},
         snapshot::{LabelSelectorRequirement, NodeSelectorTerm},
@@ -192,7 +176,7 @@ mod tests {
             ),
         ];
         for (toleration, expected) in cases {
-            assert_eq!(tolerates(&toleration, &t), expected, "{toleration:?}");
+            assert_eq!(toleration.tolerates(&t), expected, "{toleration:?}");
         }
     }
 

@@ -133,6 +133,23 @@ pub struct Toleration {
     pub effect: Option<TaintEffect>,
 }
 
+impl Toleration {
+    /// Kubernetes' matching: no key with `Exists` tolerates every taint, no effect every effect.
+    pub fn tolerates(&self, taint: &Taint) -> bool {
+        if self.effect.is_some_and(|effect| effect != taint.effect) {
+            return false;
+        }
+        match (&self.key, self.operator) {
+            (None, TolerationOperator::Exists) => true,
+            (None, TolerationOperator::Equal) => false,
+            (Some(key), TolerationOperator::Exists) => *key == taint.key,
+            (Some(key), TolerationOperator::Equal) => {
+                *key == taint.key && self.value == taint.value
+            }
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TolerationOperator {
     #[default]

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use super::rng::SplitMix64;
-use crate::rebalance::snapshot::{Taint, TaintEffect, Toleration, TolerationOperator};
+use crate::rebalance::snapshot::{Taint, TaintEffect, Toleration};
 
 /// What the scheduler needs to know about a node.
 #[derive(Clone, Debug)]
@@ -43,27 +43,8 @@ const SPREAD_WEIGHT: f64 = 2.0;
 /// Allows for floating-point sums of requests that fit exactly.
 const FIT_EPSILON: f64 = 1e-9;
 
-/// Kubernetes' matching: no key with `Exists` tolerates everything, no effect every effect. (The
-/// planner has the same rule in its private `matching` module.)
-fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    if toleration
-        .effect
-        .is_some_and(|effect| effect != taint.effect)
-    {
-        return false;
-    }
-    match (&toleration.key, toleration.operator) {
-        (None, TolerationOperator::Exists) => true,
-        (None, TolerationOperator::Equal) => false,
-        (Some(key), TolerationOperator::Exists) => *key == taint.key,
-        (Some(key), TolerationOperator::Equal) => {
-            *key == taint.key && toleration.value == taint.value
-        }
-    }
-}
-
 fn tolerated(taint: &Taint, tolerations: &[Toleration]) -> bool {
-    tolerations.iter().any(|t| tolerates(t, taint))
+    tolerations.iter().any(|t| t.tolerates(taint))
 }
 
 /// Whether the pod may be bound to the node.
@@ -129,6 +110,7 @@ pub fn place(pod: &PodNeeds, nodes: &[Candidate], rng: &mut SplitMix64) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rebalance::snapshot::TolerationOperator;
 
     fn node<'a>(labels: &'a BTreeMap<String, String>, taints: &'a [Taint]) -> Candidate<'a> {
         Candidate {
