@@ -1,0 +1,10 @@
+//! Talking to Kubernetes: the agent in a cluster (identity enrichment, authenticated /v1/load),
+//! leader election with fencing, and the leader's rounds (cluster view, load gathering, plan,
+//! evictions, soft taints, Events, durable planner memory).
+//!
+//! The pure parts (election decisions, the fence's rule, snapshot and load conversion, taint
+//! reconciliation, the state's size bound) are unit-tested beside their code; the I/O around them
+//! is thin.
+
+pub mod capture;
+pub mod quantity;
