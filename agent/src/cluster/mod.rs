@@ -6,5 +6,11 @@
 //! reconciliation, the state's size bound) are unit-tested beside their code; the I/O around them
 //! is thin.
 
+pub mod api_metrics;
 pub mod capture;
+pub mod decisions;
+pub mod election;
+pub mod fence;
+pub mod loads;
+pub mod names;
 pub mod quantity;

@@ -134,7 +134,7 @@ fn pow10(exponent: usize) -> Option<u128> {
 
 /// `ceil(numerator / denominator)`, at most `u64::MAX`.
 fn ceil_div(numerator: u128, denominator: u128) -> u64 {
-    let quotient = numerator / denominator + u128::from(numerator % denominator != 0);
+    let quotient = numerator.div_ceil(denominator);
     u64::try_from(quotient).unwrap_or(u64::MAX)
 }
 

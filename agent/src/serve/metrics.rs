@@ -9,8 +9,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::exposition::{Exposition, MetricKind};
 use crate::{
+    cluster::names::PodDirectory,
     collect::{
-        cgroup::identity::{Identity, QosClass, Workload},
+        cgroup::identity::{Identity, KubeNames, QosClass, Workload},
         cgroupfs::memory::MemoryStat,
         cgroupfs::Throttling,
         sample::{CgroupCpu, CgroupMemory, Mode, Snapshot},
@@ -104,14 +105,14 @@ pub fn describe_self_metrics(state: &AgentState) {
     }
 }
 
-/// The whole `/metrics` body.
-pub fn render(view: &View, self_metrics: &PrometheusHandle) -> String {
+/// The whole `/metrics` body; containers of pods in `names` are labelled with their names.
+pub fn render(view: &View, names: &PodDirectory, self_metrics: &PrometheusHandle) -> String {
     let mut out = Exposition::new();
     if let Some(snapshot) = &view.snapshot {
         let labels: Vec<Labels> = snapshot
             .cgroups
             .values()
-            .map(|entry| container_labels(&entry.identity))
+            .map(|entry| container_labels(&entry.identity, names.names(&entry.identity)))
             .collect();
         let cpu: Vec<(&Labels, &CgroupCpu)> = labels
             .iter()
@@ -174,17 +175,32 @@ pub fn render(view: &View, self_metrics: &PrometheusHandle) -> String {
     out.finish()
 }
 
-fn container_labels(identity: &Identity) -> Labels {
+/// `cgroup`, `workload`, then `namespace`, `pod` and `container` where the API named them, the
+/// raw `pod_uid` and `container_id` where it did not, and `qos`.
+fn container_labels(identity: &Identity, names: Option<KubeNames>) -> Labels {
     let labels = identity_labels(identity);
     let mut out = vec![
         ("cgroup", identity.path.clone()),
         ("workload", labels.workload.to_string()),
     ];
-    if let Some(uid) = labels.pod_uid {
-        out.push(("pod_uid", uid));
-    }
-    if let Some(id) = labels.container_id {
-        out.push(("container_id", id));
+    match names {
+        Some(names) => {
+            out.push(("namespace", names.namespace));
+            out.push(("pod", names.pod));
+            match (names.container, labels.container_id) {
+                (Some(container), _) => out.push(("container", container)),
+                (None, Some(id)) => out.push(("container_id", id)),
+                (None, None) => {}
+            }
+        }
+        None => {
+            if let Some(uid) = labels.pod_uid {
+                out.push(("pod_uid", uid));
+            }
+            if let Some(id) = labels.container_id {
+                out.push(("container_id", id));
+            }
+        }
     }
     if let Some(qos) = labels.qos {
         out.push(("qos", qos.to_string()));

@@ -1,38 +1,88 @@
-//! Serving HTTP: /metrics (Prometheus text), /v1/load (JSON), /healthz.
+//! Serving HTTP: /metrics (Prometheus text), /v1/load (JSON), /healthz, and in cluster mode
+//! /v1/decisions. In cluster mode /v1/load and /v1/decisions need the shared bearer token
+//! ([`auth`]); /metrics and /healthz stay open for Prometheus and the kubelet. Every request has
+//! a deadline and a body limit.
 
 pub mod api;
+pub mod auth;
 pub mod exposition;
 pub mod metrics;
 
-use std::sync::Arc;
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use axum::{
     extract::State,
     http::{header, StatusCode},
+    middleware,
     response::{IntoResponse, Response},
     routing::get,
     Json, Router,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::{net::TcpListener, sync::watch};
+use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
 
-use crate::{collect::worker::monotonic_ns, state::AgentState};
+use crate::{cluster::decisions::DecisionLog, collect::worker::monotonic_ns, state::AgentState};
+
+/// How long a request may take, reading its body included, before it is answered 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request body accepted (413 above): nothing served here reads more than a small
+/// JSON document.
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// Where /v1/load comes from.
+#[derive(Clone, Debug, Default)]
+pub enum LoadFrom {
+    /// This agent's collectors and load model.
+    #[default]
+    Collectors,
+    /// A JSON file in the /v1/load schema, read again on every request (`--load-from`, for tests
+    /// and demos); served with `source: "file"`.
+    File(PathBuf),
+}
+
+/// What the server serves besides the state.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub load: LoadFrom,
+    /// Cluster mode: the token /v1/load and /v1/decisions require.
+    pub token: Option<auth::TokenFile>,
+    /// Cluster mode: the leader's recent rounds.
+    pub decisions: Option<Arc<DecisionLog>>,
+}
 
 #[derive(Clone)]
 struct Ctx {
     state: Arc<AgentState>,
     self_metrics: PrometheusHandle,
+    load: LoadFrom,
+    decisions: Option<Arc<DecisionLog>>,
 }
 
-pub fn router(state: Arc<AgentState>, self_metrics: PrometheusHandle) -> Router {
+pub fn router(state: Arc<AgentState>, self_metrics: PrometheusHandle, options: Options) -> Router {
+    let ctx = Ctx {
+        state,
+        self_metrics,
+        load: options.load,
+        decisions: options.decisions.clone(),
+    };
+    let mut protected = Router::new().route("/v1/load", get(get_load));
+    if options.decisions.is_some() {
+        protected = protected.route("/v1/decisions", get(get_decisions));
+    }
+    if let Some(token) = options.token {
+        protected = protected.layer(middleware::from_fn_with_state(token, auth::require_token));
+    }
     Router::new()
         .route("/metrics", get(get_metrics))
-        .route("/v1/load", get(get_load))
         .route("/healthz", get(get_healthz))
-        .with_state(Ctx {
-            state,
-            self_metrics,
-        })
+        .merge(protected)
+        .with_state(ctx)
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
 }
 
 /// Serves until `shutdown` turns true, then finishes the requests in flight.
@@ -40,9 +90,10 @@ pub async fn serve(
     listener: TcpListener,
     state: Arc<AgentState>,
     self_metrics: PrometheusHandle,
+    options: Options,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state, self_metrics))
+    axum::serve(listener, router(state, self_metrics, options))
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })
@@ -51,7 +102,7 @@ pub async fn serve(
 
 async fn get_metrics(State(ctx): State<Ctx>) -> Response {
     let started = std::time::Instant::now();
-    let body = metrics::render(&ctx.state.view(), &ctx.self_metrics);
+    let body = metrics::render(&ctx.state.view(), &ctx.state.names(), &ctx.self_metrics);
     ::metrics::histogram!("ballast_scrape_render_seconds").record(started.elapsed().as_secs_f64());
     (
         [(
@@ -63,21 +114,50 @@ async fn get_metrics(State(ctx): State<Ctx>) -> Response {
         .into_response()
 }
 
+fn unavailable(error: String) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(api::ErrorBody { error }),
+    )
+        .into_response()
+}
+
 async fn get_load(State(ctx): State<Ctx>) -> Response {
-    match api::LoadResponse::from_view(&ctx.state, &ctx.state.view()) {
-        Some(load) => Json(load).into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(api::ErrorBody {
-                error: "no complete collection window yet; retry after one interval".into(),
-            }),
-        )
-            .into_response(),
+    match &ctx.load {
+        LoadFrom::Collectors => {
+            match api::LoadResponse::from_view(&ctx.state, &ctx.state.view(), monotonic_ns()) {
+                Some(load) => Json(load).into_response(),
+                None => unavailable(
+                    "no complete collection window yet; retry after one interval".into(),
+                ),
+            }
+        }
+        LoadFrom::File(path) => match api::LoadResponse::from_file(path, &ctx.state.node_name) {
+            Ok(load) => Json(load).into_response(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot serve /v1/load from the file");
+                unavailable(error.to_string())
+            }
+        },
     }
 }
 
-/// Healthy while collections keep landing: the last one is younger than three intervals.
+async fn get_decisions(State(ctx): State<Ctx>) -> Response {
+    match &ctx.decisions {
+        Some(log) => Json(log.document()).into_response(),
+        None => (StatusCode::NOT_FOUND, "not in cluster mode\n").into_response(),
+    }
+}
+
+/// Healthy while collections keep landing: the last one is younger than three intervals. With
+/// `--load-from` nothing is collected; healthy while the file can be served.
 async fn get_healthz(State(ctx): State<Ctx>) -> Response {
+    if let LoadFrom::File(path) = &ctx.load {
+        return match api::LoadResponse::from_file(path, &ctx.state.node_name) {
+            Ok(_) => (StatusCode::OK, "ok (load from a file, not measured)\n").into_response(),
+            Err(error) => (StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n")).into_response(),
+        };
+    }
     let view = ctx.state.view();
     let max_age_ns = (ctx.state.interval_seconds * 3.0 * 1e9) as u64;
     match view.snapshot {
