@@ -57,6 +57,8 @@ impl fmt::Display for Exclusion {
 #[derive(Clone, Debug)]
 pub enum Answer {
     Load(Box<LoadResponse>),
+    /// No agent runs on the node (none Running with an IP).
+    NoAgent,
     /// No answer, or an error status, with what happened.
     Failed(String),
 }
@@ -99,6 +101,9 @@ fn node_loads(
     let doc = match answer {
         Answer::Load(doc) => doc,
         Answer::Failed(why) => return Err((Exclusion::Unreachable, why)),
+        Answer::NoAgent => {
+            return Err((Exclusion::Missing, "no agent is Running on the node".into()))
+        }
     };
     if doc.node != node {
         return Err((

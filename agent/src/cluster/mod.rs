@@ -8,9 +8,17 @@
 
 pub mod api_metrics;
 pub mod capture;
+pub mod client;
 pub mod decisions;
 pub mod election;
+pub mod execute;
 pub mod fence;
+pub mod gather;
+pub mod leader;
 pub mod loads;
+pub mod memory;
+pub mod metrics;
 pub mod names;
 pub mod quantity;
+pub mod taints;
+pub mod view;

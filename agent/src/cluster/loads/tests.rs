@@ -129,6 +129,7 @@ fn stale_missing_unreachable_and_misdirected_loads_are_left_out() {
             "node-c".to_string(),
             Answer::Failed("timed out after 2s".into()),
         ),
+        ("node-d".to_string(), Answer::NoAgent),
     ]);
     let (loads, excluded) = assemble(answers, None);
     assert_eq!(loads.nodes.keys().collect::<Vec<_>>(), ["node-a"]);
@@ -140,6 +141,7 @@ fn stale_missing_unreachable_and_misdirected_loads_are_left_out() {
         excluded["node-c"],
         (Exclusion::Unreachable, "timed out after 2s".into())
     );
+    assert_eq!(excluded["node-d"].0, Exclusion::Missing);
 }
 
 #[test]
