@@ -1,8 +1,12 @@
-//! `ballast agent`: collectors + HTTP server until SIGTERM or SIGINT.
+//! `ballast agent`: collectors + HTTP server until SIGTERM or SIGINT; in a cluster (without
+//! `--standalone`) also the pod-name watch, the Lease election and, on the leader, the rounds
+//! (see [`cluster`]).
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+mod cluster;
 
-use anyhow::{bail, Context, Result};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::sync::watch;
@@ -21,9 +25,18 @@ use crate::{
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    /// Run on this host alone, without a Kubernetes API server (the only mode so far).
+    /// Run on this host alone, without a Kubernetes API server. Without it the agent runs in a
+    /// cluster: it names containers from the API, serves /v1/load to the leader with a token,
+    /// takes part in the Lease election and, as the leader, rebalances.
     #[arg(long)]
     pub standalone: bool,
+    /// Serve /v1/load from this JSON file (the /v1/load schema, read again on every request)
+    /// instead of measuring: no collectors and no kernel programs run, and the document says
+    /// `"source": "file"`. For tests and demos.
+    #[arg(long, value_name = "FILE")]
+    pub load_from: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: cluster::ClusterArgs,
     /// Address of the HTTP server (/metrics, /v1/load, /healthz).
     #[arg(long, env = "BALLAST_LISTEN", default_value = "127.0.0.1:9477")]
     pub listen: SocketAddr,
@@ -104,19 +117,88 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub fn run(args: AgentArgs) -> Result<()> {
     pin_mmap_threshold();
     init_logging(args.log_format);
-    if !args.standalone {
-        bail!(
-            "cluster mode (Lease election, rebalancing) is not part of this build yet; run \
-             `ballast agent --standalone` to measure this node"
-        );
-    }
-    let node_name = match args.node_name.clone() {
-        Some(name) => name,
-        None => hostname()?,
+    // Everything the cluster mode needs from flags and files is checked before anything starts.
+    let cluster = match args.standalone {
+        true => None,
+        false => Some(cluster::Setup::from_args(&args)?),
+    };
+    let node_name = match (&cluster, args.node_name.clone()) {
+        (Some(setup), _) => setup.node_name.clone(),
+        (None, Some(name)) => name,
+        (None, None) => hostname()?,
     };
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder failed")?;
+    let (collector, state) = match &args.load_from {
+        Some(path) => {
+            crate::serve::api::LoadResponse::from_file(path, &node_name)
+                .with_context(|| format!("--load-from {} cannot be served", path.display()))?;
+            info!(file = %path.display(), "serving /v1/load from a file: nothing is measured");
+            let state = AgentState::new(
+                node_name,
+                crate::collect::sample::Mode::Unavailable,
+                Some("--load-from: load read from a file, not measured".into()),
+                args.interval.as_secs_f64(),
+            );
+            (None, state)
+        }
+        None => {
+            let (collector, state) = start_collector(&args, node_name)?;
+            (Some(collector), state)
+        }
+    };
+    let state = Arc::new(state);
+    serve::metrics::describe_self_metrics(&state);
+    let load = match &args.load_from {
+        Some(path) => serve::LoadFrom::File(path.clone()),
+        None => serve::LoadFrom::Collectors,
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime failed")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
+            format!("cannot listen on {}: is another agent running? choose another with --listen", args.listen)
+        })?;
+        let address = listener.local_addr()?;
+        let (stop_collecting, collecting_shutdown) = watch::channel(false);
+        let collecting = collector.map(|collector| {
+            tokio::spawn(worker::run(collector, args.interval, monotonic_ns, state.clone(), collecting_shutdown))
+        });
+        let (stop_serving, serving_shutdown) = watch::channel(false);
+        let signal = match cluster {
+            None => {
+                info!(%address, mode = state.cpu_mode.as_str(), "serving /metrics, /v1/load, /healthz");
+                let options = serve::Options { load, ..serve::Options::default() };
+                let serving = tokio::spawn(serve::serve(listener, state, metrics, options, serving_shutdown));
+                let signal = wait_for_signal().await?;
+                info!(signal, "shutting down");
+                stop_serving.send_replace(true);
+                serving.await.context("HTTP server task failed")??;
+                signal
+            }
+            Some(setup) => {
+                setup
+                    .run(cluster::Running { listener, state, metrics, load, serving_shutdown, stop_serving })
+                    .await?
+            }
+        };
+        stop_collecting.send_replace(true);
+        if let Some(collecting) = collecting {
+            // Dropping the collector detaches the kernel programs and frees their maps.
+            drop(collecting.await.context("collection task failed")?);
+        }
+        info!(signal, "stopped");
+        Ok(())
+    })
+}
+
+/// The collector and the state it publishes to.
+fn start_collector(args: &AgentArgs, node_name: String) -> Result<(Collector, AgentState)> {
     let options = CollectOptions {
         no_ebpf: args.no_ebpf,
         tick_hz: args.tick_hz,
@@ -148,31 +230,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         .validate()
         .context("invalid load-model settings (--load-half-life must be above 0)")?;
     state.set_score_config(score_config);
-    let state = Arc::new(state);
-    serve::metrics::describe_self_metrics(&state);
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime failed")?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
-            format!("cannot listen on {}: is another agent running? choose another with --listen", args.listen)
-        })?;
-        info!(address = %listener.local_addr()?, mode = state.cpu_mode.as_str(), "serving /metrics, /v1/load, /healthz");
-        let (stop, shutdown) = watch::channel(false);
-        let collecting = tokio::spawn(worker::run(collector, args.interval, monotonic_ns, state.clone(), shutdown.clone()));
-        let serving = tokio::spawn(serve::serve(listener, state, metrics, serve::Options::default(), shutdown));
-        let signal = wait_for_signal().await?;
-        info!(signal, "shutting down");
-        stop.send_replace(true);
-        serving.await.context("HTTP server task failed")??;
-        // Dropping the collector detaches the kernel programs and frees their maps.
-        drop(collecting.await.context("collection task failed")?);
-        info!("stopped");
-        Ok(())
-    })
+    Ok((collector, state))
 }
 
 async fn wait_for_signal() -> Result<&'static str> {
@@ -189,7 +247,11 @@ async fn wait_for_signal() -> Result<&'static str> {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // kube's own HTTP layer logs every failed call at ERROR without saying what it was for;
+        // the agent logs each failure itself, with what failed and what to do.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,kube_client::client::builder=off")
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -144,13 +144,23 @@ impl Gatherer {
         agents: &BTreeMap<String, String>,
         token: Option<&str>,
     ) -> BTreeMap<String, Answer> {
-        let asks = nodes.iter().map(|node| async move {
-            let answer = match agents.get(node) {
-                Some(url) => self.fetch(url, token).await,
-                None => Answer::NoAgent,
-            };
-            (node.clone(), answer)
-        });
+        // Owned inputs only: the futures run concurrently and must not borrow across awaits.
+        let asks: Vec<_> = nodes
+            .iter()
+            .map(|node| {
+                let gatherer = self.clone();
+                let node = node.clone();
+                let url = agents.get(&node).cloned();
+                let token = token.map(str::to_owned);
+                async move {
+                    let answer = match url {
+                        Some(url) => gatherer.fetch(&url, token.as_deref()).await,
+                        None => Answer::NoAgent,
+                    };
+                    (node, answer)
+                }
+            })
+            .collect();
         futures::stream::iter(asks)
             .buffer_unordered(PARALLEL)
             .collect()
@@ -208,16 +218,21 @@ pub struct AgentLoads {
 
 impl AgentLoads {
     /// The loads of `nodes`, from the agents found among `pods`, and the nodes left out.
-    pub async fn collect<'a>(
+    pub async fn collect(
         &self,
-        nodes: impl IntoIterator<Item = &'a k8s_openapi::api::core::v1::Node>,
-        pods: impl IntoIterator<Item = &'a Pod>,
+        nodes: &[std::sync::Arc<k8s_openapi::api::core::v1::Node>],
+        pods: &[std::sync::Arc<Pod>],
     ) -> (Loads, BTreeMap<String, (Exclusion, String)>) {
         let names: Vec<String> = nodes
-            .into_iter()
+            .iter()
             .filter_map(|n| n.metadata.name.clone())
             .collect();
-        let agents = discover(pods, &self.namespace, &self.selector, self.port);
+        let agents = discover(
+            pods.iter().map(|p| p.as_ref()),
+            &self.namespace,
+            &self.selector,
+            self.port,
+        );
         let token = match &self.token {
             Some(file) => match file.read() {
                 Ok(token) => Some(token),

@@ -269,14 +269,7 @@ impl<'a> Leadership<'a> {
             return Err(Stop::Failed("no cluster view".into()));
         };
         let (nodes, pods, pdbs) = (view.nodes(), view.pods(), view.pdbs());
-        let (loads, excluded) = self
-            .settings
-            .loads
-            .collect(
-                nodes.iter().map(|n| n.as_ref()),
-                pods.iter().map(|p| p.as_ref()),
-            )
-            .await;
+        let (loads, excluded) = self.settings.loads.collect(&nodes, &pods).await;
         for (node, (reason, detail)) in &excluded {
             warn!(node = %node, reason = reason.as_str(), %detail, "node left out of this round");
         }
