@@ -5,6 +5,10 @@
 //! satisfied by a single round: the round is then planned as if every node abnormal now had been
 //! abnormal for `classification.abnormal_rounds` rounds (the table says so). With `--state` the
 //! memory is used as it is, and `--state-out` writes the next one, to replay rounds.
+//!
+//! `--from-cluster` captures the snapshot itself, as the leader does (nodes, pods and PDBs from
+//! the API, every agent's /v1/load), and plans with the leader's memory from the ConfigMap
+//! `ballast-state` when there is one; `--save` writes the captured snapshot for `--snapshot`.
 
 use std::{
     fmt::Write as _,
@@ -13,20 +17,45 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
+use k8s_openapi::api::{
+    core::v1::{Node, Pod},
+    policy::v1::PodDisruptionBudget,
+};
+use kube::{api::ListParams, Api};
 
+use super::agent::parse_duration;
+use crate::cluster::{
+    capture::capture,
+    client,
+    gather::{AgentLoads, AgentSelector, Gatherer, AGENT_SELECTOR},
+    memory::StateStore,
+};
 use crate::rebalance::{
     plan,
     plan::{NodeReport, Plan},
     ClusterSnapshot, Policy, RebalanceState, Timestamp,
 };
+use crate::serve::auth::TokenFile;
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["snapshot", "from_cluster"])))]
 pub struct PlanArgs {
     /// Captured cluster snapshot, JSON (format: agent/src/rebalance/README.md).
     #[arg(long)]
-    pub snapshot: PathBuf,
+    pub snapshot: Option<PathBuf>,
+    /// Capture the snapshot from the cluster now: the API (nodes, pods, PDBs) and every agent's
+    /// /v1/load (the agents' pod IPs must be reachable: run it in the cluster).
+    #[arg(long)]
+    pub from_cluster: bool,
+    /// Write the captured snapshot here (JSON, for --snapshot); with --from-cluster only.
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: FromCluster,
     /// Policy, TOML; every field has a default (defaults when absent).
     #[arg(long)]
     pub policy: Option<PathBuf>,
@@ -44,6 +73,31 @@ pub struct PlanArgs {
     pub now: Option<i64>,
 }
 
+/// How `--from-cluster` reaches the API and the agents.
+#[derive(Args, Debug)]
+pub struct FromCluster {
+    /// kubeconfig (else KUBECONFIG, else the pod's service account).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The agents' namespace (default: the kubeconfig's).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// The token the agents share (their Secret), sent to /v1/load.
+    #[arg(long, value_name = "PATH", env = "BALLAST_LOAD_TOKEN_FILE")]
+    pub load_token_file: Option<PathBuf>,
+    /// Label selector of the agents' pods.
+    #[arg(long, default_value = AGENT_SELECTOR)]
+    pub agent_selector: AgentSelector,
+    #[arg(long, default_value_t = 9477)]
+    pub agent_port: u16,
+    /// How long to wait for one agent.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub gather_timeout: std::time::Duration,
+    /// Loads older than this are stale (default: three of the agent's intervals).
+    #[arg(long, value_parser = parse_duration)]
+    pub load_max_age: Option<std::time::Duration>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Table,
@@ -51,18 +105,44 @@ pub enum Format {
 }
 
 pub fn run(args: PlanArgs) -> Result<()> {
-    let snapshot: ClusterSnapshot = read_json(&args.snapshot, "cluster snapshot")?;
-    snapshot
-        .validate()
-        .with_context(|| format!("{} cannot be planned on", args.snapshot.display()))?;
+    if args.save.is_some() && !args.from_cluster {
+        anyhow::bail!(
+            "--save writes a snapshot captured with --from-cluster; --snapshot already is one"
+        );
+    }
+    let (snapshot, cluster_state) = match &args.snapshot {
+        Some(path) => {
+            let snapshot: ClusterSnapshot = read_json(path, "cluster snapshot")?;
+            snapshot
+                .validate()
+                .with_context(|| format!("{} cannot be planned on", path.display()))?;
+            (snapshot, None)
+        }
+        None => {
+            let (snapshot, state) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime failed")?
+                .block_on(capture_from_cluster(&args.cluster))?;
+            if let Some(path) = &args.save {
+                let text = serde_json::to_string_pretty(&snapshot)?;
+                std::fs::write(path, text + "\n")
+                    .with_context(|| format!("cannot write the snapshot to {}", path.display()))?;
+                eprintln!("snapshot saved to {}", path.display());
+            }
+            (snapshot, state)
+        }
+    };
     let mut policy = match &args.policy {
         Some(path) => Policy::from_toml(&read(path, "policy")?)
             .with_context(|| format!("{} is not a usable policy", path.display()))?,
         None => Policy::default(),
     };
-    let state = match &args.state {
-        Some(path) => read_json(path, "planner state")?,
-        None => {
+    let remembered = args.state.is_some() || cluster_state.is_some();
+    let state = match (&args.state, cluster_state) {
+        (Some(path), _) => read_json(path, "planner state")?,
+        (None, Some(state)) => state,
+        (None, None) => {
             policy.classification.abnormal_rounds = 1;
             RebalanceState::default()
         }
@@ -89,7 +169,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
             writeln!(out)?;
         }
         Format::Table => {
-            if args.state.is_none() {
+            if !remembered {
                 writeln!(
                     out,
                     "(no --state: nodes abnormal now are treated as abnormal for long enough)"
@@ -99,6 +179,79 @@ pub fn run(args: PlanArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The snapshot as the leader would capture it now, and the leader's memory if it has one.
+async fn capture_from_cluster(
+    args: &FromCluster,
+) -> Result<(ClusterSnapshot, Option<RebalanceState>)> {
+    let api = client::connect(args.kubeconfig.as_deref()).await?;
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| api.default_namespace.clone());
+    let nodes: Vec<Node> = list_all(&Api::all(api.client.clone()), &api, "nodes").await?;
+    let pods: Vec<Pod> = list_all(&Api::all(api.client.clone()), &api, "pods").await?;
+    let pdbs: Vec<PodDisruptionBudget> =
+        list_all(&Api::all(api.client.clone()), &api, "poddisruptionbudgets").await?;
+    let token = match &args.load_token_file {
+        Some(path) => Some(TokenFile::open(path)?),
+        None => None,
+    };
+    let loads = AgentLoads {
+        gatherer: Gatherer::new(args.gather_timeout),
+        namespace: namespace.clone(),
+        selector: args.agent_selector.clone(),
+        port: args.agent_port,
+        token,
+        max_age: args.load_max_age,
+    };
+    let nodes: Vec<Arc<Node>> = nodes.into_iter().map(Arc::new).collect();
+    let pods: Vec<Arc<Pod>> = pods.into_iter().map(Arc::new).collect();
+    let (gathered, excluded) = loads.collect(&nodes, &pods).await;
+    for (node, (reason, detail)) in &excluded {
+        eprintln!("node {node} left out ({reason}): {detail}");
+    }
+    let captured = capture(
+        nodes.iter().map(|n| n.as_ref()),
+        pods.iter().map(|p| p.as_ref()),
+        &pdbs,
+        gathered,
+    );
+    for problem in &captured.problems {
+        eprintln!("{problem}");
+    }
+    let mut store = StateStore::new(
+        Api::namespaced(api.client.clone(), &namespace),
+        String::new(),
+    );
+    let state = match store.load().await {
+        Ok(state) => state,
+        Err(why) => {
+            eprintln!("{why}; planning without the leader's memory");
+            None
+        }
+    };
+    Ok((captured.snapshot, state))
+}
+
+/// Every object of a kind, 500 per page as the watches list them.
+async fn list_all<K>(api: &Api<K>, client: &client::ApiClient, what: &str) -> Result<Vec<K>>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut params = ListParams::default().limit(500);
+    let mut all = Vec::new();
+    loop {
+        let page = api.list(&params).await.map_err(|error| {
+            anyhow::anyhow!(client::explain(&error, &format!("listing {what}"), client))
+        })?;
+        all.extend(page.items);
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(all),
+        }
+    }
 }
 
 fn read(path: &Path, what: &str) -> Result<String> {
