@@ -512,3 +512,61 @@ fn render_node(out: &mut Exposition, snapshot: &Snapshot) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::cgroup::identity::identify;
+
+    const POD: &str = "0b6e5d3c-1111-2222-3333-444455556666";
+    const CONTAINER: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    fn keys(labels: &Labels) -> Vec<&str> {
+        labels.iter().map(|(k, _)| *k).collect()
+    }
+
+    #[test]
+    fn names_replace_the_raw_ids_where_known() {
+        let path = format!("/kubepods/burstable/pod{POD}/{CONTAINER}");
+        let identity = identify(&path);
+        let raw = container_labels(&identity, None);
+        assert_eq!(
+            keys(&raw),
+            ["cgroup", "workload", "pod_uid", "container_id", "qos"]
+        );
+        let named = container_labels(
+            &identity,
+            Some(KubeNames {
+                namespace: "shop".into(),
+                pod: "web-1".into(),
+                container: Some("app".into()),
+            }),
+        );
+        assert_eq!(
+            keys(&named),
+            ["cgroup", "workload", "namespace", "pod", "container", "qos"]
+        );
+        assert_eq!(named[2].1, "shop");
+        assert_eq!(named[4].1, "app");
+        // The sandbox: the pod is known, the container is not listed by the API.
+        let sandbox = container_labels(
+            &identity,
+            Some(KubeNames {
+                namespace: "shop".into(),
+                pod: "web-1".into(),
+                container: None,
+            }),
+        );
+        assert_eq!(
+            keys(&sandbox),
+            [
+                "cgroup",
+                "workload",
+                "namespace",
+                "pod",
+                "container_id",
+                "qos"
+            ]
+        );
+    }
+}

@@ -168,3 +168,161 @@ async fn get_healthz(State(ctx): State<Ctx>) -> Response {
         None => (StatusCode::SERVICE_UNAVAILABLE, "no collection yet\n").into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use bytes::Bytes;
+    use http::{header, Method, Request};
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+
+    use super::*;
+    use crate::{cluster::fence::Fence, collect::sample::Mode};
+
+    struct Served {
+        base: String,
+        token_path: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A cluster-mode server on loopback: token file, load from the shipped example file,
+    /// decisions.
+    async fn cluster_server() -> Served {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let token_path = dir.path().join("token");
+        std::fs::write(&token_path, "t0k3n\n").expect("written");
+        let state = Arc::new(AgentState::new(
+            "node-a".into(),
+            Mode::Unavailable,
+            None,
+            1.0,
+        ));
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let example =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/load-node-a.json");
+        let options = Options {
+            load: LoadFrom::File(example),
+            token: Some(auth::TokenFile::open(&token_path).expect("a token")),
+            decisions: Some(Arc::new(DecisionLog::new(
+                "agent-a".into(),
+                Fence::new(Duration::from_secs(10)),
+                5,
+            ))),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let base = format!("http://{}", listener.local_addr().expect("bound"));
+        let (_stop, shutdown) = watch::channel(false);
+        tokio::spawn(async move {
+            let _keep = _stop;
+            serve(listener, state, recorder.handle(), options, shutdown).await
+        });
+        Served {
+            base,
+            token_path,
+            _dir: dir,
+        }
+    }
+
+    async fn call(
+        method: Method,
+        url: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, String) {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let mut request = Request::builder().method(method).uri(url);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .expect("a request");
+        let response = client.request(request).await.expect("an answer");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn load_and_decisions_need_the_token_metrics_and_health_do_not() {
+        let s = cluster_server().await;
+        for path in ["/v1/load", "/v1/decisions"] {
+            let url = format!("{}{path}", s.base);
+            let (status, body) = call(Method::GET, &url, None, vec![]).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
+            assert!(body.contains("bearer token"), "{body}");
+            let (status, _) = call(Method::GET, &url, Some("wrong"), vec![]).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+            let (status, body) = call(Method::GET, &url, Some("t0k3n"), vec![]).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        }
+        let (_, load) = call(
+            Method::GET,
+            &format!("{}/v1/load", s.base),
+            Some("t0k3n"),
+            vec![],
+        )
+        .await;
+        assert!(load.contains("\"source\":\"file\""), "{load}");
+        let (_, decisions) = call(
+            Method::GET,
+            &format!("{}/v1/decisions", s.base),
+            Some("t0k3n"),
+            vec![],
+        )
+        .await;
+        assert!(
+            decisions.contains("\"identity\":\"agent-a\""),
+            "{decisions}"
+        );
+        assert!(decisions.contains("\"leading\":false"), "{decisions}");
+        let (status, _) = call(Method::GET, &format!("{}/metrics", s.base), None, vec![]).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = call(Method::GET, &format!("{}/healthz", s.base), None, vec![]).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "ok (load from a file, not measured)\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rotated_token_takes_effect_and_a_lost_one_fails_closed() {
+        let s = cluster_server().await;
+        let url = format!("{}/v1/load", s.base);
+        std::fs::write(&s.token_path, "rotated").expect("rotated");
+        assert_eq!(
+            call(Method::GET, &url, Some("t0k3n"), vec![]).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            call(Method::GET, &url, Some("rotated"), vec![]).await.0,
+            StatusCode::OK
+        );
+        std::fs::remove_file(&s.token_path).expect("removed");
+        assert_eq!(
+            call(Method::GET, &url, Some("rotated"), vec![]).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[tokio::test]
+    async fn large_bodies_are_refused() {
+        let s = cluster_server().await;
+        let url = format!("{}/v1/load", s.base);
+        let (status, _) = call(
+            Method::GET,
+            &url,
+            Some("t0k3n"),
+            vec![b'x'; BODY_LIMIT_BYTES + 1],
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+}
