@@ -93,7 +93,6 @@ pub struct Setup {
     election: ElectionConfig,
     agent_port: u16,
     round: RoundFlags,
-    measuring: bool,
 }
 
 /// The flags of the leader's rounds.
@@ -179,7 +178,6 @@ impl Setup {
                 gather_timeout: c.gather_timeout,
                 decisions_kept: c.decisions_kept,
             },
-            measuring: args.load_from.is_none(),
         })
     }
 
@@ -220,15 +218,15 @@ impl Setup {
         ));
         info!(%address, "serving /metrics, /healthz, and with the token /v1/load, /v1/decisions");
 
+        // Also with --load-from (nothing to name then): the API sees the same calls from an agent
+        // as in production, which the request-rate figures rely on.
         let (stop_names, names_shutdown) = watch::channel(false);
-        let naming = self.measuring.then(|| {
-            tokio::spawn(names::run(
-                api.client.clone(),
-                self.node_name.clone(),
-                running.state.clone(),
-                names_shutdown,
-            ))
-        });
+        let naming = tokio::spawn(names::run(
+            api.client.clone(),
+            self.node_name.clone(),
+            running.state.clone(),
+            names_shutdown,
+        ));
 
         let (role_tx, role) = watch::channel(Role::Candidate { holder: None });
         let (stop_electing, electing_shutdown) = watch::channel(false);
@@ -282,9 +280,7 @@ impl Setup {
         stop_electing.send_replace(true);
         electing.await.context("the election task failed")?;
         stop_names.send_replace(true);
-        if let Some(naming) = naming {
-            naming.await.context("the pod-name watch failed")?;
-        }
+        naming.await.context("the pod-name watch failed")?;
         running.stop_serving.send_replace(true);
         serving.await.context("HTTP server task failed")??;
         Ok(signal)
