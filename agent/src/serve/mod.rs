@@ -26,6 +26,11 @@ use crate::{cluster::decisions::DecisionLog, collect::worker::monotonic_ns, stat
 
 /// How long a request may take, reading its body included, before it is answered 408.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to send a request's head (line and headers), on a new connection and
+/// between requests on a kept-alive one.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long requests in flight may finish after shutdown begins.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest request body accepted (413 above): nothing served here reads more than a small
 /// JSON document.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -85,7 +90,12 @@ pub fn router(state: Arc<AgentState>, self_metrics: PrometheusHandle, options: O
         ))
 }
 
-/// Serves until `shutdown` turns true, then finishes the requests in flight.
+/// Serves until `shutdown` turns true, then finishes the requests in flight (at most
+/// [`DRAIN_TIMEOUT`]).
+///
+/// The connections are served here rather than by `axum::serve`, which sets no header-read
+/// deadline: a client that opens connections and sends nothing (or a header a byte at a time)
+/// would hold them forever. Here a request head must arrive within [`HEADER_READ_TIMEOUT`].
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AgentState>,
@@ -93,11 +103,47 @@ pub async fn serve(
     options: Options,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state, self_metrics, options))
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
+    let app = router(state, self_metrics, options);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        let connection =
+            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
         .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
+    }
+    Ok(())
+}
+
+/// Resolves once `shutdown` turns true (the guard `wait_for` returns must not be held across
+/// the accept loop's awaits).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 async fn get_metrics(State(ctx): State<Ctx>) -> Response {
@@ -310,6 +356,25 @@ mod tests {
             call(Method::GET, &url, Some("rotated"), vec![]).await.0,
             StatusCode::SERVICE_UNAVAILABLE
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_sends_nothing_is_cut_off() {
+        use tokio::io::AsyncReadExt;
+
+        let s = cluster_server().await;
+        let address = s.base.trim_start_matches("http://");
+        let mut idle = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connected");
+        let mut buffer = Vec::new();
+        let started = tokio::time::Instant::now();
+        // The server closes the connection once the header deadline passes (read returns 0,
+        // after a 408 where hyper sends one).
+        let read =
+            tokio::time::timeout(HEADER_READ_TIMEOUT * 3, idle.read_to_end(&mut buffer)).await;
+        assert!(read.is_ok(), "still open after {:?}", started.elapsed());
+        assert!(started.elapsed() >= HEADER_READ_TIMEOUT);
     }
 
     #[tokio::test]
