@@ -310,8 +310,10 @@ fn the_daemonset_runs_with_least_privilege() -> Result<()> {
     let policy = mount_of(policy_volume["name"].as_str().unwrap_or_default())?;
     assert!(args.contains(&format!("--policy={policy}/policy.toml").as_str()));
 
-    // The Service and the pods agree on the label agents discover each other by.
+    // The Service and the pods agree on the label agents discover each other by, and an
+    // unready agent stays a scrape target (so it is reported down, not forgotten).
     let service = find(&objects, "Service")?;
+    assert_eq!(service["spec"]["publishNotReadyAddresses"], json!(true));
     let pod_labels = &daemonset["spec"]["template"]["metadata"]["labels"];
     assert_eq!(pod_labels["app.kubernetes.io/name"], json!("ballast"));
     for (key, value) in service["spec"]["selector"]
