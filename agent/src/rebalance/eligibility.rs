@@ -205,6 +205,7 @@ mod tests {
         p.owner = Some(Owner {
             kind: kind.to_owned(),
             name: "web".to_owned(),
+            pod_management_policy: None,
         });
         p
     }

@@ -40,6 +40,7 @@ pub fn pod(name: &str, node: &str) -> Pod {
         owner: Some(Owner {
             kind: "Deployment".to_owned(),
             name: workload.to_owned(),
+            pod_management_policy: None,
         }),
         labels: BTreeMap::from([("app".to_owned(), workload.to_owned())]),
         annotations: BTreeMap::new(),
@@ -56,6 +57,7 @@ pub fn pod(name: &str, node: &str) -> Pod {
         node_selector: BTreeMap::new(),
         required_affinity: Vec::new(),
         ready: true,
+        has_readiness_probe: Some(true),
         start_time: Timestamp(0),
         mirror: false,
     }
@@ -143,8 +145,8 @@ pub fn cluster() -> impl Strategy<Value = ClusterSnapshot> {
                     p.node = Some(name.clone());
                     let app = format!("w{}", generated.workload);
                     p.owner = p.owner.map(|o| Owner {
-                        kind: o.kind,
                         name: app.clone(),
+                        ..o
                     });
                     p.labels.insert("app".to_owned(), app);
                     used_cores += generated.cores;
@@ -198,6 +200,7 @@ fn pod_strategy() -> impl Strategy<Value = GeneratedPod> {
                 p.owner = Some(Owner {
                     kind: kind.to_owned(),
                     name: String::new(),
+                    pod_management_policy: None,
                 });
                 p.ready = ready;
                 p.qos = qos;

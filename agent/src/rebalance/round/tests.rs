@@ -364,6 +364,7 @@ fn ineligible_pods_are_reported_with_their_reason() {
         p.owner = Some(crate::rebalance::snapshot::Owner {
             kind: "DaemonSet".to_owned(),
             name: "agent".to_owned(),
+            pod_management_policy: None,
         })
     });
     let plan = run(&s, &policy());
