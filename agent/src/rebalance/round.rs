@@ -18,7 +18,7 @@ use super::{
     explain::{describe_resource, describe_source, eviction_reason, Rejections},
     limits::{record_eviction, refill, worth_keeping},
     loads::Loads,
-    matching::{placeable, selects, soft_taints, Mismatch},
+    matching::{covers, placeable, soft_taints, Mismatch},
     plan::{
         Destination, Eviction, NodeReport, NodeSkip, NodeStatus, Plan, PodRef, PodSkip, SkipReason,
         Summary,
@@ -620,16 +620,10 @@ impl<'a> Round<'a> {
         let Some(id) = workload_id(pod) else {
             return WorkloadView::default();
         };
-        let (mut ready, mut pods) = (0u32, 0u32);
-        for member in self.members(id) {
-            pods = pods.saturating_add(1);
-            ready = ready.saturating_add(u32::from(member.ready));
-        }
-        WorkloadView {
-            ready,
-            pods,
-            memory: pod.workload().and_then(|key| self.next.workloads.get(&key)),
-        }
+        WorkloadView::of(
+            self.members(id),
+            pod.workload().and_then(|key| self.next.workloads.get(&key)),
+        )
     }
 
     /// The limits that change within the round: one per workload, per node, per namespace, per
@@ -703,7 +697,7 @@ impl<'a> Round<'a> {
             .into_iter()
             .flatten()
             .copied()
-            .filter(move |i| selects(&self.snapshot.pdbs[*i].selector, &pod.labels))
+            .filter(move |i| covers(&self.snapshot.pdbs[*i], pod))
     }
 
     /// The destinations that fit, best first, at most `destinations_reported`.
