@@ -6,20 +6,19 @@
 //! abnormal for `classification.abnormal_rounds` rounds (the table says so). With `--state` the
 //! memory is used as it is, and `--state-out` writes the next one, to replay rounds.
 
-use std::{
-    fmt::Write as _,
-    io::Write as _,
-    path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::{fmt::Write as _, io::Write as _, path::PathBuf};
 
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 
+use super::{
+    input,
+    text::{snake, table, Format},
+};
 use crate::rebalance::{
     plan,
     plan::{NodeReport, Plan},
-    ClusterSnapshot, Policy, RebalanceState, Timestamp,
+    RebalanceState,
 };
 
 #[derive(Args, Debug)]
@@ -44,38 +43,17 @@ pub struct PlanArgs {
     pub now: Option<i64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-}
-
 pub fn run(args: PlanArgs) -> Result<()> {
-    let snapshot: ClusterSnapshot = read_json(&args.snapshot, "cluster snapshot")?;
-    snapshot
-        .validate()
-        .with_context(|| format!("{} cannot be planned on", args.snapshot.display()))?;
-    let mut policy = match &args.policy {
-        Some(path) => Policy::from_toml(&read(path, "policy")?)
-            .with_context(|| format!("{} is not a usable policy", path.display()))?,
-        None => Policy::default(),
-    };
+    let snapshot = input::snapshot(&args.snapshot)?;
+    let mut policy = input::policy(args.policy.as_deref())?;
     let state = match &args.state {
-        Some(path) => read_json(path, "planner state")?,
+        Some(path) => input::read_json(path, "planner state")?,
         None => {
             policy.classification.abnormal_rounds = 1;
             RebalanceState::default()
         }
     };
-    let now = match args.now {
-        Some(seconds) => Timestamp(seconds),
-        None => Timestamp(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .context("the system clock is before 1970; pass --now")?
-                .as_secs() as i64,
-        ),
-    };
+    let now = input::now(args.now)?;
     let (plan, next) = plan(&snapshot, &state, &policy, now);
     if let Some(path) = &args.state_out {
         let text = serde_json::to_string_pretty(&next)?;
@@ -99,21 +77,6 @@ pub fn run(args: PlanArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn read(path: &Path, what: &str) -> Result<String> {
-    std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the {what} file {}", path.display()))
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
-    let text = read(path, what)?;
-    serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{} is not a valid {what} (format: agent/src/rebalance/README.md)",
-            path.display()
-        )
-    })
 }
 
 /// The plan as text: a summary line, then evictions, nodes and skipped pods, each with reasons.
@@ -208,54 +171,17 @@ fn node_row(n: &NodeReport) -> [String; 4] {
     ]
 }
 
-/// The serde name of a reason or status (`no_destination`), as in the JSON output.
-fn snake<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-/// Aligned columns, each row followed by its detail line, indented.
-fn table(out: &mut String, header: [&str; 4], rows: &[[String; 4]], details: &[&str]) {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: [&str; 4]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        padded.join("  ").trim_end().to_owned()
-    };
-    let _ = writeln!(out, "{}", line(header));
-    for (row, detail) in rows.iter().zip(details) {
-        let _ = writeln!(
-            out,
-            "{}",
-            line([&row[0], &row[1], &row[2], &row[3]].map(String::as_str))
-        );
-        let _ = writeln!(out, "    {detail}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::path::Path;
 
-    fn example() -> ClusterSnapshot {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/snapshot.json");
-        read_json(&path, "cluster snapshot").expect("the shipped example parses")
-    }
+    use super::*;
+    use crate::rebalance::{Policy, Timestamp};
 
     #[test]
     fn the_shipped_example_plans_and_renders_every_section() {
-        let snapshot = example();
-        assert_eq!(snapshot.validate(), Ok(()));
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/snapshot.json");
+        let snapshot = input::snapshot(&path).expect("the shipped example is usable");
         let mut policy = Policy::default();
         policy.classification.abnormal_rounds = 1;
         let (plan, _) = plan(
@@ -277,33 +203,5 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }
-    }
-
-    #[test]
-    fn the_shipped_example_policy_is_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/policy.toml");
-        let text = read(&path, "policy").expect("the shipped policy is readable");
-        assert_eq!(Policy::from_toml(&text).ok(), Some(Policy::default()));
-    }
-
-    #[test]
-    fn malformed_files_name_the_file_and_the_problem() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("snap.json");
-        std::fs::write(&path, r#"{"nodes": [{"name": "a"}], "pods": []}"#).expect("written");
-        let err = read_json::<ClusterSnapshot>(&path, "cluster snapshot").err();
-        let text = err.map(|e| format!("{e:#}")).unwrap_or_default();
-        assert!(
-            text.contains("snap.json is not a valid cluster snapshot"),
-            "{text}"
-        );
-        assert!(text.contains("missing field `allocatable`"), "{text}");
-        let missing =
-            read_json::<ClusterSnapshot>(&dir.path().join("absent.json"), "cluster snapshot");
-        let text = missing.err().map(|e| format!("{e:#}")).unwrap_or_default();
-        assert!(
-            text.contains("cannot read the cluster snapshot file"),
-            "{text}"
-        );
     }
 }
