@@ -4,13 +4,36 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
-use super::snapshot::{
-    ClusterSnapshot, LabelSelector, Node, NodeLoad, Owner, Pdb, Pod, PodLoad, Qos, Resources,
-    Taint, TaintEffect, Timestamp, Toleration, TolerationOperator,
+use super::{
+    plan::SkipReason,
+    snapshot::{
+        ClusterSnapshot, LabelSelector, Node, NodeLoad, Owner, Pdb, Pod, PodLoad, Qos, Resources,
+        Taint, TaintEffect, Timestamp, Toleration, TolerationOperator,
+    },
 };
 use crate::load::score::ResourceLoad;
 
 pub const GIB: u64 = 1 << 30;
+
+/// The skip reasons of the eligibility rules (the others are about load, limits and
+/// destinations).
+pub const ELIGIBILITY_REASONS: [SkipReason; 15] = [
+    SkipReason::Mirror,
+    SkipReason::DaemonSet,
+    SkipReason::NoController,
+    SkipReason::SystemCritical,
+    SkipReason::OptedOut,
+    SkipReason::Namespace,
+    SkipReason::LocalStorage,
+    SkipReason::ExtendedResources,
+    SkipReason::NotReady,
+    SkipReason::TooYoung,
+    SkipReason::StatefulSetsDisallowed,
+    SkipReason::StatefulSetUnsettled,
+    SkipReason::InFlight,
+    SkipReason::MinReplicas,
+    SkipReason::Cooldown,
+];
 
 /// A ready node with `cpu_millicores` and `memory_bytes` allocatable.
 pub fn node(name: &str, cpu_millicores: u64, memory_bytes: u64) -> Node {

@@ -424,8 +424,9 @@ impl<'a> Fit<'a> {
         fit
     }
 
-    /// `pinned` when no node but its own may take the pod; `few_nodes` when its constraints
-    /// rule nodes out and leave fewer than the workload's replicas + 1.
+    /// `pinned` when no node but its own may take the pod (whatever rules the others out);
+    /// `few_nodes` when its nodeSelector or required affinity rule nodes out and leave fewer
+    /// than the workload's replicas + 1 (taints alone are the cluster's layout, not the pod's).
     fn judge(&self, pod: &Pod, replicas: u32, tally: &mut Tally) {
         let fits = u32::try_from(self.nodes.len()).unwrap_or(u32::MAX);
         let on_own = pod
@@ -440,7 +441,7 @@ impl<'a> Fit<'a> {
                     self.ruled_out_by()
                 )
             });
-        } else if !self.ruled_out.is_empty() && fits < replicas.saturating_add(1) {
+        } else if self.narrowed_by_its_own_rules() && fits < replicas.saturating_add(1) {
             tally.add(Reason::Check(CheckReason::FewNodes), || {
                 format!(
                     "{fits} of {} Ready, schedulable nodes may take it (ruled out: {}) for {replicas} replicas: a moved replica lands beside another",
@@ -449,6 +450,13 @@ impl<'a> Fit<'a> {
                 )
             });
         }
+    }
+
+    /// Whether its own nodeSelector or required affinity rule a node out.
+    fn narrowed_by_its_own_rules(&self) -> bool {
+        self.ruled_out
+            .keys()
+            .any(|m| matches!(m, Mismatch::NodeSelector | Mismatch::Affinity))
     }
 
     /// `nodeSelector 2, untolerated taints 1`, or `none`.

@@ -12,7 +12,7 @@ mod classify;
 mod eligibility;
 mod explain;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 mod limits;
 mod loads;
 mod matching;

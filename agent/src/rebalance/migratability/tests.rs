@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::rebalance::{
-    fixtures::{cluster as random_cluster, node, pdb, pod, GIB},
+    fixtures::{cluster as random_cluster, node, pdb, pod, ELIGIBILITY_REASONS, GIB},
     plan::plan,
     policy::EVICT_ANNOTATION,
     snapshot::{
@@ -49,8 +49,21 @@ fn web(s: &ClusterSnapshot) -> WorkloadReport {
     workload(&check(s, &Policy::default()), "Deployment", "web").clone()
 }
 
+/// `web` under a policy that lets a single replica go (`min_replicas = 1`).
+fn web_alone(s: &ClusterSnapshot) -> WorkloadReport {
+    let mut policy = Policy::default();
+    policy.eligibility.min_replicas = 1;
+    workload(&check(s, &policy), "Deployment", "web").clone()
+}
+
 fn reasons(w: &WorkloadReport) -> Vec<Reason> {
     w.reasons.iter().map(|f| f.reason).collect()
+}
+
+/// Asserts that `w` has exactly `reason` and that its detail contains `text`.
+fn only_reason_with(w: &WorkloadReport, reason: Reason, text: &str) {
+    assert_eq!(reasons(w), [reason], "{w:#?}");
+    assert!(finding(w, reason).detail.contains(text), "{w:#?}");
 }
 
 fn finding(w: &WorkloadReport, reason: Reason) -> &Finding {
@@ -201,9 +214,7 @@ fn a_pod_that_fits_only_on_its_own_node_is_pinned() {
     s.pods.push(pod("web-2", "n3"));
     // web-1 on n1 may run only on n1 (zone a); web-2 on n3 too, but n1 is another node.
     each_pod(&mut s, |p| zone_selector(p, "a"));
-    let mut policy = Policy::default();
-    policy.eligibility.min_replicas = 1;
-    let w = workload(&check(&s, &policy), "Deployment", "web").clone();
+    let w = web_alone(&s);
     assert_eq!(w.movable, Movable::No);
     let pinned = finding(&w, only(CheckReason::Pinned));
     assert_eq!((pinned.severity, pinned.pods), (Severity::Blocking, 1));
@@ -235,13 +246,10 @@ fn a_pod_that_fits_only_on_its_own_node_is_pinned() {
     s.nodes[0]
         .labels
         .insert("kubernetes.io/hostname".to_owned(), "n1".to_owned());
-    let w = workload(&check(&s, &policy), "Deployment", "web").clone();
-    assert_eq!(reasons(&w), [only(CheckReason::Pinned)]);
-    assert!(
-        finding(&w, only(CheckReason::Pinned))
-            .detail
-            .contains("required node affinity 3"),
-        "{w:#?}"
+    only_reason_with(
+        &web_alone(&s),
+        only(CheckReason::Pinned),
+        "required node affinity 3",
     );
 }
 
@@ -252,15 +260,10 @@ fn cordoned_and_unready_nodes_are_no_place_to_go() {
     s.nodes[2].ready = false;
     s.nodes[3].unschedulable = true;
     s.pods.truncate(1);
-    let mut policy = Policy::default();
-    policy.eligibility.min_replicas = 1;
-    let w = workload(&check(&s, &policy), "Deployment", "web").clone();
-    assert_eq!(reasons(&w), [only(CheckReason::Pinned)]);
-    assert!(
-        finding(&w, only(CheckReason::Pinned))
-            .detail
-            .contains("of 1, ruled out: none"),
-        "{w:#?}"
+    only_reason_with(
+        &web_alone(&s),
+        only(CheckReason::Pinned),
+        "of 1, ruled out: none",
     );
 }
 
@@ -280,9 +283,15 @@ fn constraints_leaving_fewer_nodes_than_replicas_plus_one_warn() {
     // Three nodes for two replicas: enough.
     s.nodes[2].labels.insert("zone".to_owned(), "a".to_owned());
     assert_eq!(web(&s).movable, Movable::Yes);
-    // Without constraints a small cluster is no reason: nothing pins the pods.
+    // Without constraints a small cluster is no reason: nothing pins the pods, and taints are
+    // the cluster's layout.
     let mut s = cluster();
-    s.nodes.truncate(2);
+    s.nodes.truncate(3);
+    s.nodes[2].taints.push(Taint {
+        key: "dedicated".to_owned(),
+        value: "batch".to_owned(),
+        effect: TaintEffect::NoSchedule,
+    });
     assert_eq!(web(&s).movable, Movable::Yes);
 }
 
@@ -687,25 +696,6 @@ fn random_policy() -> impl Strategy<Value = Policy> {
         })
 }
 
-/// The planner's eligibility reasons (the others are about load, limits and destinations).
-const ELIGIBILITY: [SkipReason; 15] = [
-    SkipReason::Mirror,
-    SkipReason::DaemonSet,
-    SkipReason::NoController,
-    SkipReason::SystemCritical,
-    SkipReason::OptedOut,
-    SkipReason::Namespace,
-    SkipReason::LocalStorage,
-    SkipReason::ExtendedResources,
-    SkipReason::NotReady,
-    SkipReason::TooYoung,
-    SkipReason::StatefulSetsDisallowed,
-    SkipReason::StatefulSetUnsettled,
-    SkipReason::InFlight,
-    SkipReason::MinReplicas,
-    SkipReason::Cooldown,
-];
-
 /// The snapshot with its nodes, pods and PDBs in another order (a rotation and a reversal).
 fn reordered(s: &ClusterSnapshot, by: usize) -> ClusterSnapshot {
     let mut s = s.clone();
@@ -749,8 +739,16 @@ proptest! {
             .map(|w| ((w.namespace.as_str(), w.kind.as_str(), w.name.as_str()), w.movable))
             .collect();
         let (planned, _) = plan(&snapshot, &RebalanceState::default(), &policy, PROPERTY_NOW);
-        for skip in planned.skipped_pods.iter().filter(|s| ELIGIBILITY.contains(&s.reason)) {
-            let pod = snapshot.pods.iter().find(|p| p.uid == skip.pod.uid).expect("skipped pods exist");
+        let refused = planned
+            .skipped_pods
+            .iter()
+            .filter(|s| ELIGIBILITY_REASONS.contains(&s.reason));
+        for skip in refused {
+            let pod = snapshot
+                .pods
+                .iter()
+                .find(|p| p.uid == skip.pod.uid)
+                .expect("skipped pods exist");
             let answer = movable[&identity(pod)];
             prop_assert!(
                 matches!(answer, Movable::No | Movable::Excluded),
