@@ -14,7 +14,10 @@
 //! `currentHealthy` (Ready, not being deleted, not recently evicted) and
 //! `disruptionsAllowed`, with the `DisruptionAllowed` condition.
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
@@ -29,6 +32,9 @@ use super::{
 
 /// Entries of `disruptedPods` the controller forgets after this long (the real timeout).
 const DISRUPTION_TIMEOUT: jiff::SignedDuration = jiff::SignedDuration::from_secs(120);
+
+/// How long the controller gathers changes before recomputing the budgets they touch.
+const COALESCE: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// More pending evictions than this in one budget are refused (as the real server does).
 const MAX_DISRUPTED_PODS: usize = 2000;
@@ -301,8 +307,12 @@ fn reconcile(store: &mut Store, key: &Key) {
     }
 }
 
-/// The budgets a change may affect.
-fn affected(store: &Store, change: &Change, dirty: &mut BTreeSet<Key>) {
+/// The budgets a change may affect; `selectors` holds every budget's parsed selector.
+fn affected(
+    selectors: &BTreeMap<Key, Option<LabelSelector>>,
+    change: &Change,
+    dirty: &mut BTreeSet<Key>,
+) {
     match change.kind {
         Kind::PodDisruptionBudget => {
             // Status-only changes (this controller's own writes, evictions) change nothing the
@@ -315,12 +325,16 @@ fn affected(store: &Store, change: &Change, dirty: &mut BTreeSet<Key>) {
         }
         Kind::Pod => {
             let namespace = &change.key.0;
-            for ((ns, name), pdb) in store.objects(Kind::PodDisruptionBudget) {
-                let selects = |pod: &Value| selector(pdb).is_some_and(|s| s.matches(pod));
-                if ns == namespace
-                    && (selects(&change.object) || change.previous.as_ref().is_some_and(selects))
-                {
-                    dirty.insert((ns.clone(), name.clone()));
+            let budgets = selectors
+                .range((namespace.clone(), String::new())..)
+                .take_while(|((ns, _), _)| ns == namespace);
+            for (key, selector) in budgets {
+                let Some(selector) = selector else {
+                    continue;
+                };
+                let selects = |pod: &Value| selector.matches(pod);
+                if selects(&change.object) || change.previous.as_ref().is_some_and(selects) {
+                    dirty.insert(key.clone());
                 }
             }
         }
@@ -335,14 +349,22 @@ pub const WATCHED: [Kind; 2] = [Kind::Pod, Kind::PodDisruptionBudget];
 /// [`WATCHED`], made before the server accepts its first write) affects.
 pub async fn run(shared: Arc<Shared>, mut changes: mpsc::UnboundedReceiver<Arc<Change>>) {
     while let Some(first) = changes.recv().await {
+        // Like the real controller's work queue, a burst of changes (seeding thousands of
+        // pods) is folded into one recomputation per budget.
+        tokio::time::sleep(COALESCE).await;
         let mut batch = vec![first];
         while let Ok(change) = changes.try_recv() {
             batch.push(change);
         }
         let mut store = shared.store();
+        let selectors: BTreeMap<Key, Option<LabelSelector>> = store
+            .objects(Kind::PodDisruptionBudget)
+            .iter()
+            .map(|(key, pdb)| (key.clone(), selector(pdb)))
+            .collect();
         let mut dirty = BTreeSet::new();
         for change in &batch {
-            affected(&store, change, &mut dirty);
+            affected(&selectors, change, &mut dirty);
         }
         for key in &dirty {
             reconcile(&mut store, key);

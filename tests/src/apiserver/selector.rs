@@ -2,9 +2,7 @@
 //! field selectors, with the apiserver's matching rules: `!=` and `notin` also match objects
 //! without the label, a field selector names only the fields the resource supports.
 
-use std::collections::BTreeMap;
-
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::resource::Kind;
 
@@ -19,16 +17,16 @@ enum Requirement {
 }
 
 impl Requirement {
-    fn matches(&self, labels: &BTreeMap<&str, &str>) -> bool {
+    fn matches(&self, labels: &Map<String, Value>) -> bool {
+        let label = |key: &str| labels.get(key).and_then(Value::as_str);
+        let among = |key: &str, values: &[String]| {
+            label(key).is_some_and(|l| values.iter().any(|v| v == l))
+        };
         match self {
-            Requirement::Equals(k, v) => labels.get(k.as_str()) == Some(&v.as_str()),
-            Requirement::NotEquals(k, v) => labels.get(k.as_str()) != Some(&v.as_str()),
-            Requirement::In(k, vs) => labels
-                .get(k.as_str())
-                .is_some_and(|l| vs.iter().any(|v| v == l)),
-            Requirement::NotIn(k, vs) => !labels
-                .get(k.as_str())
-                .is_some_and(|l| vs.iter().any(|v| v == l)),
+            Requirement::Equals(k, v) => label(k) == Some(v.as_str()),
+            Requirement::NotEquals(k, v) => label(k) != Some(v.as_str()),
+            Requirement::In(k, vs) => among(k, vs),
+            Requirement::NotIn(k, vs) => !among(k, vs),
             Requirement::Exists(k) => labels.contains_key(k.as_str()),
             Requirement::DoesNotExist(k) => !labels.contains_key(k.as_str()),
         }
@@ -205,14 +203,15 @@ impl LabelSelector {
     }
 
     pub fn matches(&self, object: &Value) -> bool {
-        let labels: BTreeMap<&str, &str> = object
-            .pointer("/metadata/labels")
+        let none = Map::new();
+        // Read in place (no pointer parsing, no copy): budgets match every pod of their
+        // namespace against this on each recomputation.
+        let labels = object
+            .get("metadata")
+            .and_then(|m| m.get("labels"))
             .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
-            .collect();
-        self.requirements.iter().all(|r| r.matches(&labels))
+            .unwrap_or(&none);
+        self.requirements.iter().all(|r| r.matches(labels))
     }
 }
 
