@@ -233,15 +233,18 @@ async fn watches_stream_added_modified_deleted_and_bookmarks() -> Result<()> {
         .boxed();
     let mut labelled = config_map("web");
     labelled.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
+    let merge = |patch: Value| Patch::Merge(patch);
     maps.create(&PostParams::default(), &config_map("other"))
         .await?;
     maps.create(&PostParams::default(), &labelled).await?;
-    maps.patch(
-        "web",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"data": {"k": "w"}})),
-    )
-    .await?;
+    let edit = merge(json!({"data": {"k": "w"}}));
+    maps.patch("web", &PatchParams::default(), &edit).await?;
+    // Leaving and entering the selection read as DELETED and ADDED.
+    let unlabel = merge(json!({"metadata": {"labels": null}}));
+    maps.patch("web", &PatchParams::default(), &unlabel).await?;
+    let label = merge(json!({"metadata": {"labels": {"app": "web"}}}));
+    maps.patch("other", &PatchParams::default(), &label).await?;
+    maps.delete("other", &Default::default()).await?;
     maps.delete("web", &Default::default()).await?;
     let mut seen = Vec::new();
     let mut bookmark = None;
@@ -259,15 +262,17 @@ async fn watches_stream_added_modified_deleted_and_bookmarks() -> Result<()> {
             WatchEvent::Error(e) => bail!("watch error {e:?}"),
         }
     }
-    let web = Some("web".to_string());
+    let (web, other) = (Some("web".to_string()), Some("other".to_string()));
     assert_eq!(
         seen,
         [
             ("ADDED", web.clone()),
             ("MODIFIED", web.clone()),
-            ("DELETED", web)
+            ("DELETED", web),
+            ("ADDED", other.clone()),
+            ("DELETED", other),
         ],
-        "the unlabelled ConfigMap stays out of the selection"
+        "only what is in the selection, when it is"
     );
     let bookmark: u64 = bookmark.context("no bookmark within 5 s")?.parse()?;
     assert_eq!(bookmark, server.resource_version());
@@ -492,6 +497,38 @@ async fn evictions_respect_budgets_and_replacements_restore_them() -> Result<()>
     assert_eq!(
         replacement.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Running")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn dry_runs_change_nothing() -> Result<()> {
+    let server = ApiServer::start(quick())?;
+    let web = seed_shop(&server)?;
+    let client = strict_client(&server, "leader").await?;
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "ballast");
+    let shown = maps.create(&dry, &config_map("ballast-state")).await?;
+    assert_eq!(shown.metadata.name.as_deref(), Some("ballast-state"));
+    assert!(maps.get_opt("ballast-state").await?.is_none());
+
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "shop");
+    disruptions_allowed(&pdbs, 1).await?;
+    let version = server.resource_version();
+    let pods: Api<Pod> = Api::namespaced(client, "shop");
+    let evict = EvictParams {
+        post_options: dry,
+        ..EvictParams::default()
+    };
+    assert_eq!(pods.evict(&web.pod_name(0), &evict).await?.code, 201);
+    assert!(pods.get_opt(&web.pod_name(0)).await?.is_some());
+    assert_eq!(
+        server.resource_version(),
+        version,
+        "neither the pod nor the budget changed"
     );
     Ok(())
 }

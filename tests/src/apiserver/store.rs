@@ -726,6 +726,42 @@ mod tests {
     }
 
     #[test]
+    fn config_maps_hold_strings_up_to_a_mebibyte() {
+        let mut store = Store::new(100, 1);
+        let config_map = |data: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "state"}, "data": data});
+        let big = "x".repeat(CONFIGMAP_LIMIT);
+        let err = store
+            .create(
+                Kind::ConfigMap,
+                "ns",
+                config_map(json!({"state": big})),
+                Writer::Client,
+                false,
+            )
+            .expect_err("refused");
+        assert_eq!((err.code, err.reason), (422, "Invalid"));
+        let err = store
+            .create(
+                Kind::ConfigMap,
+                "ns",
+                config_map(json!({"n": 1})),
+                Writer::Client,
+                false,
+            )
+            .expect_err("refused");
+        assert_eq!(err.code, 400);
+        assert!(store
+            .create(
+                Kind::ConfigMap,
+                "ns",
+                config_map(json!({"state": "{}"})),
+                Writer::Client,
+                false
+            )
+            .is_ok());
+    }
+
+    #[test]
     fn lease_times_are_micro_times_and_durations_positive() {
         let mut store = Store::new(100, 1);
         let mut l = lease("l");
