@@ -779,8 +779,7 @@ async fn injected_errors_and_dropped_connections() -> Result<()> {
     let nodes: Api<Node> = Api::all(strict_client(&server, "agent").await?);
     server
         .faults()
-        .fail_next(Scope::all().and_resource("nodes"), 2, 503)
-        .map_err(|e| anyhow!(e))?;
+        .fail_next(Scope::all().and_resource("nodes"), 2, 503)?;
     for _ in 0..2 {
         let failed = api_status(nodes.get("n1").await)?;
         assert_eq!(
@@ -798,10 +797,7 @@ async fn injected_errors_and_dropped_connections() -> Result<()> {
     }
     nodes.get("n1").await?;
 
-    server
-        .faults()
-        .error_rate(Scope::all(), 0.5, 500, 42)
-        .map_err(|e| anyhow!(e))?;
+    server.faults().error_rate(Scope::all(), 0.5, 500, 42)?;
     let mut failures = 0;
     for _ in 0..40 {
         if let Err(kube::Error::Api(status)) = nodes.get("n1").await {
@@ -823,10 +819,7 @@ async fn kube_retries_hide_transient_failures_by_default() -> Result<()> {
     let server = ApiServer::start(quick())?;
     server.apply(fixtures::node("n1", "4", "8Gi"))?;
     let nodes: Api<Node> = Api::all(server.client("agent").await?);
-    server
-        .faults()
-        .fail_next(Scope::all(), 2, 503)
-        .map_err(|e| anyhow!(e))?;
+    server.faults().fail_next(Scope::all(), 2, 503)?;
     nodes.get("n1").await?;
     assert_eq!(
         server.request_counts()["agent"],

@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use anyhow::{bail, Result};
 use ballast::sim::rng::SplitMix64;
 use tokio::sync::watch;
 
@@ -123,14 +124,11 @@ impl Default for Faults {
     }
 }
 
-fn check_failure_status(status: u16) -> Result<(), String> {
-    if (400..=599).contains(&status) {
-        Ok(())
-    } else {
-        Err(format!(
-            "injected status {status} is not an HTTP error (400-599)"
-        ))
+fn check_failure_status(status: u16) -> Result<()> {
+    if !(400..=599).contains(&status) {
+        bail!("injected status {status} is not an HTTP error: use 400-599");
     }
+    Ok(())
 }
 
 impl Faults {
@@ -147,7 +145,7 @@ impl Faults {
 
     /// Answers the next `count` requests in `scope` with `status` (a 4xx or 5xx) and a Status
     /// body worded like that failure.
-    pub fn fail_next(&self, scope: Scope, count: u32, status: u16) -> Result<(), String> {
+    pub fn fail_next(&self, scope: Scope, count: u32, status: u16) -> Result<()> {
         check_failure_status(status)?;
         self.plan().countdowns.push(Countdown {
             scope,
@@ -159,18 +157,10 @@ impl Faults {
 
     /// Answers each request in `scope` with `status` with `probability`, drawn from a generator
     /// seeded with `seed` (the same sequence of requests sees the same failures).
-    pub fn error_rate(
-        &self,
-        scope: Scope,
-        probability: f64,
-        status: u16,
-        seed: u64,
-    ) -> Result<(), String> {
+    pub fn error_rate(&self, scope: Scope, probability: f64, status: u16, seed: u64) -> Result<()> {
         check_failure_status(status)?;
         if !(0.0..=1.0).contains(&probability) {
-            return Err(format!(
-                "error probability {probability} is not within 0..=1"
-            ));
+            bail!("error probability {probability} is not within 0..=1");
         }
         self.plan().rates.push(ErrorRate {
             scope,
