@@ -65,7 +65,7 @@ impl Scope {
 
 /// What the fault plan looks at in a request.
 #[derive(Clone, Debug)]
-pub struct RequestInfo {
+pub(crate) struct RequestInfo {
     pub identity: Option<String>,
     /// `plural` or `plural/subresource` ("" when the path names no resource).
     pub resource: String,
@@ -74,7 +74,7 @@ pub struct RequestInfo {
 
 /// What to do with a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Serve,
     /// Answer with this failure status instead of serving.
     Fail(u16),
@@ -203,17 +203,17 @@ impl Faults {
         self.partitions.send_modify(|epoch| *epoch += 1);
     }
 
-    pub fn is_partitioned(&self, identity: Option<&str>) -> bool {
+    pub(crate) fn is_partitioned(&self, identity: Option<&str>) -> bool {
         identity.is_some_and(|i| self.plan().partitioned.contains(i))
     }
 
     /// Notifications of partition changes (for watches and hanging requests).
-    pub fn partition_changes(&self) -> watch::Receiver<u64> {
+    pub(crate) fn partition_changes(&self) -> watch::Receiver<u64> {
         self.partitions.subscribe()
     }
 
     /// Waits while `identity` is partitioned; returns at once otherwise.
-    pub async fn wait_while_partitioned(&self, identity: Option<&str>) {
+    pub(crate) async fn wait_while_partitioned(&self, identity: Option<&str>) {
         let mut changes = self.partition_changes();
         while self.is_partitioned(identity) {
             if changes.changed().await.is_err() {
@@ -224,7 +224,7 @@ impl Faults {
 
     /// The added latency and the verdict for one request (countdowns and random draws are
     /// consumed here).
-    pub fn decide(&self, request: &RequestInfo) -> (Duration, Verdict) {
+    pub(crate) fn decide(&self, request: &RequestInfo) -> (Duration, Verdict) {
         let mut plan = self.plan();
         let delay = plan
             .latencies

@@ -13,7 +13,7 @@
 
 mod connection;
 mod disruption;
-pub mod faults;
+mod faults;
 pub mod fixtures;
 mod http;
 mod kubeconfig;
