@@ -125,6 +125,9 @@ pub enum SkipReason {
     InFlight,
     MinReplicas,
     Cooldown,
+    /// Its workload was moved onto this node within the backoff window: moving it off again
+    /// would be ping-pong.
+    CameBack,
     /// A covering PodDisruptionBudget allows no more disruptions.
     Pdb,
     /// No load measured for the pod: its effect cannot be predicted.

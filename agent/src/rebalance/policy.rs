@@ -140,16 +140,19 @@ pub struct TokenBucketPolicy {
     pub refill_per_minute: f64,
 }
 
-/// After an eviction a workload rests; if it is evicted again within `window_seconds` (it came
-/// back to a hot node), the rest doubles each time up to `max_seconds`.
+/// After an eviction a workload rests `base_seconds`; each time it comes back to a hot node (it is
+/// evicted again from a node one of its replacements arrived on within `window_seconds`, or a
+/// replacement arrives on a source or on the node it left) the rest doubles, up to
+/// `max_seconds`; a window without that clears the doubling (see `limits`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CooldownPolicy {
-    /// Default 600 s.
+    /// Default 120 s: the replacement's start plus two half-lives of the load model, so that the
+    /// next eviction of the workload is decided on load that shows the previous one.
     pub base_seconds: u64,
     /// Default 21600 s (6 h).
     pub max_seconds: u64,
-    /// Default 3600 s.
+    /// Default 3600 s: how long arrivals and strikes are remembered.
     pub window_seconds: u64,
 }
 
@@ -260,7 +263,7 @@ impl Default for TokenBucketPolicy {
 impl Default for CooldownPolicy {
     fn default() -> Self {
         Self {
-            base_seconds: 600,
+            base_seconds: 120,
             max_seconds: 21_600,
             window_seconds: 3_600,
         }
