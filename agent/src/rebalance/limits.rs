@@ -132,6 +132,13 @@ pub fn cooldown_seconds(policy: &CooldownPolicy, strikes: u32) -> i64 {
     i64::try_from(seconds).unwrap_or(i64::MAX)
 }
 
+/// Whether an eviction in flight has waited `timeout_seconds` or more for a Ready replacement:
+/// then it stops blocking its workload (the replacement may be stuck Pending or crash-looping);
+/// the cooldown, `min_replicas` and the PDBs still apply.
+pub fn in_flight_expired(in_flight: &InFlight, timeout_seconds: u64, now: Timestamp) -> bool {
+    now.seconds_since(in_flight.evicted_at) >= i64::try_from(timeout_seconds).unwrap_or(i64::MAX)
+}
+
 /// Whether the memory still matters at `now`: an eviction in flight, a cooldown running, strikes
 /// that still count or arrivals a new eviction could come back from.
 pub fn worth_keeping(memory: &WorkloadMemory, policy: &CooldownPolicy, now: Timestamp) -> bool {
@@ -270,6 +277,14 @@ mod tests {
         // An eviction keeps only the arrivals still within the window.
         let evicted = record_eviction(&memory, &POLICY, Timestamp(1550), in_flight(1550));
         assert_eq!(evicted.arrivals.len(), 1);
+    }
+
+    #[test]
+    fn an_eviction_in_flight_expires_after_the_timeout() {
+        let eviction = in_flight(1000);
+        assert!(!in_flight_expired(&eviction, 600, Timestamp(1599)));
+        assert!(in_flight_expired(&eviction, 600, Timestamp(1600)));
+        assert!(!in_flight_expired(&eviction, u64::MAX, Timestamp(i64::MAX)));
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub struct Plan {
     /// Nodes that are sources, on their way to becoming one, or left out; normal nodes are only
     /// counted in the summary.
     pub nodes: Vec<NodeReport>,
+    /// Evictions in flight given up on this round: no Ready replacement within
+    /// `limits.in_flight_timeout_seconds`, so their workloads may be moved again.
+    #[serde(default)]
+    pub expired_in_flight: Vec<ExpiredInFlight>,
     pub summary: Summary,
 }
 
@@ -79,6 +83,15 @@ pub struct Eviction {
     pub source_after: Figures,
     /// Why this pod, from this node, now.
     pub reason: String,
+}
+
+/// An eviction whose replacement never became Ready in time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiredInFlight {
+    pub workload: WorkloadKey,
+    pub pod: String,
+    pub source: String,
+    pub evicted_at: Timestamp,
 }
 
 /// A node the pod fits on, with its load before and predicted after placement.

@@ -126,6 +126,10 @@ pub struct Limits {
     pub per_node: u32,
     /// Evictions per namespace per round (default 5).
     pub per_namespace: u32,
+    /// An eviction whose replacement is not Ready after this long stops blocking the next one of
+    /// its workload (default 600 s): the replacement may be stuck Pending or crash-looping, and
+    /// one lost pod must not hold its workload forever. The PDBs and the cooldown still apply.
+    pub in_flight_timeout_seconds: u64,
     pub token_bucket: TokenBucketPolicy,
     pub cooldown: CooldownPolicy,
 }
@@ -245,6 +249,7 @@ impl Default for Limits {
             per_round: 10,
             per_node: 2,
             per_namespace: 5,
+            in_flight_timeout_seconds: 600,
             token_bucket: TokenBucketPolicy::default(),
             cooldown: CooldownPolicy::default(),
         }
@@ -358,6 +363,11 @@ impl Policy {
                 return Err(PolicyError::Zero { field });
             }
         }
+        if l.in_flight_timeout_seconds == 0 {
+            return Err(PolicyError::Zero {
+                field: "limits.in_flight_timeout_seconds",
+            });
+        }
         non_negative(
             "limits.token_bucket.refill_per_minute".to_owned(),
             l.token_bucket.refill_per_minute,
@@ -435,7 +445,7 @@ mod tests {
     #[test]
     fn each_invalid_field_is_named() {
         type Change = fn(&mut Policy);
-        let cases: [(Change, &str); 8] = [
+        let cases: [(Change, &str); 9] = [
             (
                 |p| p.classification.abnormal_rounds = 0,
                 "classification.abnormal_rounds",
@@ -453,6 +463,10 @@ mod tests {
                 "selection.weights.cpu",
             ),
             (|p| p.limits.per_node = 0, "limits.per_node"),
+            (
+                |p| p.limits.in_flight_timeout_seconds = 0,
+                "limits.in_flight_timeout_seconds",
+            ),
             (
                 |p| p.limits.token_bucket.refill_per_minute = -1.0,
                 "limits.token_bucket.refill_per_minute",

@@ -16,12 +16,12 @@ use super::{
     classify::{step, Thresholds, Verdict},
     eligibility::{self, WorkloadView},
     explain::{describe_resource, describe_source, eviction_reason, Rejections},
-    limits::{record_arrival, record_eviction, refill, worth_keeping},
+    limits::{in_flight_expired, record_arrival, record_eviction, refill, worth_keeping},
     loads::Loads,
     matching::{placeable, selects, soft_taints, Mismatch},
     plan::{
-        Destination, Eviction, NodeReport, NodeSkip, NodeStatus, Plan, PodRef, PodSkip, SkipReason,
-        Summary,
+        Destination, Eviction, ExpiredInFlight, NodeReport, NodeSkip, NodeStatus, Plan, PodRef,
+        PodSkip, SkipReason, Summary,
     },
     policy::Policy,
     predict::{median_slopes, NodeModel, Usage},
@@ -131,6 +131,8 @@ enum Settled {
     Arrived(String, bool),
     /// The workload has no pods any more.
     Gone,
+    /// No Ready replacement within the timeout.
+    Expired,
 }
 
 /// A key that sorts like `f64::total_cmp`, for ordered sets of scores.
@@ -176,6 +178,7 @@ struct Round<'a> {
     destination_keys: Vec<Option<u64>>,
     next: RebalanceState,
     evictions: Vec<Eviction>,
+    expired_in_flight: Vec<ExpiredInFlight>,
     skipped: Vec<PodSkip>,
     reports: Vec<NodeReport>,
     pods_considered: usize,
@@ -245,6 +248,7 @@ impl<'a> Round<'a> {
             destination_keys: Vec::new(),
             next,
             evictions: Vec::new(),
+            expired_in_flight: Vec::new(),
             skipped: Vec::new(),
             reports: Vec::new(),
             pods_considered: 0,
@@ -402,8 +406,10 @@ impl<'a> Round<'a> {
 
     /// Settles the evictions in flight. One is released when its workload has a Ready pod
     /// started since the eviction (its replacement: the earliest such, where it arrived; see
-    /// [`record_arrival`]) or no pods any more.
+    /// [`record_arrival`]) or no pods any more, and given up on after
+    /// `limits.in_flight_timeout_seconds` without a replacement.
     fn release_in_flight(&mut self) {
+        let timeout = self.policy.limits.in_flight_timeout_seconds;
         let settled: Vec<(WorkloadKey, Settled)> = self
             .next
             .workloads
@@ -438,6 +444,9 @@ impl<'a> Round<'a> {
                                 .is_some_and(|i| !self.nodes[*i].source.is_empty());
                         Some((key.clone(), Settled::Arrived(node.to_owned(), hot)))
                     }
+                    None if in_flight_expired(in_flight, timeout, self.now) => {
+                        Some((key.clone(), Settled::Expired))
+                    }
                     None => None,
                 }
             })
@@ -452,6 +461,16 @@ impl<'a> Round<'a> {
                     *memory = record_arrival(memory, cooldown, self.now, &node, hot);
                 }
                 Settled::Gone => memory.in_flight = None,
+                Settled::Expired => {
+                    if let Some(in_flight) = memory.in_flight.take() {
+                        self.expired_in_flight.push(ExpiredInFlight {
+                            workload: key,
+                            pod: in_flight.pod_name,
+                            source: in_flight.source,
+                            evicted_at: in_flight.evicted_at,
+                        });
+                    }
+                }
             }
         }
     }
@@ -961,6 +980,7 @@ impl<'a> Round<'a> {
             evictions: self.evictions,
             skipped_pods: self.skipped,
             nodes: self.reports,
+            expired_in_flight: self.expired_in_flight,
             summary,
         };
         (plan, self.next)

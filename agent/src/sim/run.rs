@@ -80,6 +80,7 @@ fn check_limits(
     limits: &Limits,
     evictions: &[u64],
     one_in_flight: bool,
+    now: u64,
 ) -> Vec<bool> {
     let mut per_node: BTreeMap<usize, u32> = BTreeMap::new();
     let mut per_namespace: BTreeMap<&str, u32> = BTreeMap::new();
@@ -96,8 +97,9 @@ fn check_limits(
             *node += 1;
             let in_namespace = per_namespace.entry(namespace).or_insert(0);
             *in_namespace += 1;
-            let second_in_flight =
-                one_in_flight && (!workloads.insert(pod.workload) || world.in_flight(pod.workload));
+            let second_in_flight = one_in_flight
+                && (!workloads.insert(pod.workload)
+                    || world.in_flight(pod.workload, now, limits.in_flight_timeout_seconds));
             index as u32 >= limits.per_round
                 || *node > limits.per_node
                 || *in_namespace > limits.per_namespace
@@ -177,6 +179,7 @@ pub fn run(
             &policy.limits,
             &evictions,
             contender == Contender::Ballast,
+            now,
         );
         for (uid, over_limit) in evictions.iter().zip(over_limit) {
             let Some(pod) = world.pods.get(uid) else {

@@ -567,3 +567,34 @@ fn a_replacement_arriving_back_on_its_source_is_a_strike() {
         "{memory:?}"
     );
 }
+
+#[test]
+fn an_eviction_in_flight_is_given_up_after_the_timeout() {
+    let mut s = cluster();
+    let web3 = pod("web-3", "hot");
+    s.pod_loads
+        .insert(web3.uid.clone(), pod_load(1.2, GIB as f64));
+    s.pods.push(web3);
+    let (p, state) = plan(&s, &RebalanceState::default(), &policy(), NOW);
+    let first = p.evictions[0].pod.name.clone();
+    let other = if first == "web-0" { "web-3" } else { "web-0" };
+    // The replacement is stuck Pending.
+    let mut stuck = s.clone();
+    stuck.pods.retain(|p| p.name != first);
+    let mut pending = pod("web-2", "cold-a");
+    pending.node = None;
+    pending.ready = false;
+    pending.start_time = NOW;
+    stuck.pods.push(pending);
+    let timeout = policy().limits.in_flight_timeout_seconds as i64;
+    let (p, waiting) = plan(&stuck, &state, &policy(), NOW.plus_seconds(timeout - 1));
+    assert_eq!(skip_of(&p, other), Some(SkipReason::InFlight));
+    assert!(p.expired_in_flight.is_empty());
+    let (p, after) = plan(&stuck, &waiting, &policy(), NOW.plus_seconds(timeout));
+    assert_eq!(p.expired_in_flight.len(), 1, "{p:?}");
+    assert_eq!(p.expired_in_flight[0].pod, first);
+    assert_eq!(p.expired_in_flight[0].source, "hot");
+    assert!(evicted(&p).contains(&other), "{p:?}");
+    assert!(web_memory(&after)
+        .is_some_and(|m| m.in_flight.as_ref().is_some_and(|f| f.pod_name == other)));
+}
