@@ -340,18 +340,16 @@ mod tests {
     }
 
     #[test]
-    fn diurnal_imbalance_cuts_the_time_under_pressure() {
-        // With the default 10-minute cooldown per workload the two halves are not fully mixed
-        // within two days, so peaks still poke above the target: judged by the time above it
-        // (measured: about 0.55 of the baseline's).
-        let (ours, baseline) = outcomes("diurnal-imbalance");
-        safe(&ours);
-        assert_eq!(baseline.evictions, 0, "{baseline:?}");
+    fn diurnal_imbalance_is_mixed_and_stays_on_target_through_a_day() {
+        // Settled means on target for a whole period (the scenario's `settled_rounds`), peaks
+        // of both services included. The filler `web` is never moved back off a node it was
+        // just moved onto, which it would be at each peak otherwise.
+        let ours = ours_fixes_what_the_baseline_cannot_see("diurnal-imbalance");
         assert!(
-            ours.node_seconds_above_target * 3 <= baseline.node_seconds_above_target * 2,
-            "{ours:?} vs {baseline:?}"
+            ours.evictions_by_workload.contains_key("default/checkout")
+                && ours.evictions_by_workload.contains_key("default/reports"),
+            "{ours:?}"
         );
-        assert!(ours.balanced_rounds > baseline.balanced_rounds);
     }
 
     #[test]

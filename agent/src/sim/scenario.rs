@@ -134,6 +134,10 @@ pub struct Target {
     pub max_deviation: Option<f64>,
     /// A replica evicted twice within this window counts as a repeat.
     pub repeat_window_seconds: u32,
+    /// Rounds a run must stay on target, to its end, to count as settled (default 5: one lucky
+    /// last round is not a result). A scenario whose load keeps moving sets one whole period of
+    /// it, so that a policy that does nothing cannot look settled in a trough.
+    pub settled_rounds: u32,
 }
 
 impl Default for Target {
@@ -142,6 +146,7 @@ impl Default for Target {
             max_pressure: 0.3,
             max_deviation: None,
             repeat_window_seconds: 1800,
+            settled_rounds: 5,
         }
     }
 }
@@ -352,6 +357,11 @@ impl Scenario {
             self.target.max_deviation.is_none_or(positive),
             "target.max_deviation",
             "must be a number > 0 (a share of capacity, e.g. 0.25)",
+        )?;
+        check(
+            self.target.settled_rounds > 0,
+            "target.settled_rounds",
+            "must be at least 1",
         )?;
         self.baseline
             .validate()
