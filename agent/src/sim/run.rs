@@ -353,6 +353,23 @@ mod tests {
     }
 
     #[test]
+    fn a_big_workload_piled_onto_a_few_nodes_is_spread_at_the_in_flight_pace() {
+        // 60 api replicas on 6 of 60 nodes: many moves of one workload, none of them a repeat.
+        let ours = ours_fixes_what_the_baseline_cannot_see("rollout-at-scale");
+        assert!(
+            ours.evictions_by_workload
+                .get("default/api")
+                .is_some_and(|n| *n >= 10),
+            "{ours:?}"
+        );
+        assert!(
+            ours.balanced_from_round.is_some_and(|r| r <= 20),
+            "{ours:?}"
+        );
+        assert_eq!(ours.repeated_replicas, 0, "{ours:?}");
+    }
+
+    #[test]
     fn without_the_soft_taint_the_scheduler_sends_pods_back() {
         // Requests-based scoring prefers the node just relieved: the taint is what keeps the
         // planner's predicted destinations true.

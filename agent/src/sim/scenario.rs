@@ -17,7 +17,7 @@ pub const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 pub const MBIT: f64 = 125_000.0;
 
 /// The scenarios shipped in the repository, by name.
-pub const SHIPPED: [(&str, &str); 7] = [
+pub const SHIPPED: [(&str, &str); 8] = [
     (
         "rollout-hotspot",
         include_str!("scenarios/rollout-hotspot.toml"),
@@ -42,6 +42,10 @@ pub const SHIPPED: [(&str, &str); 7] = [
     (
         "over-requested",
         include_str!("scenarios/over-requested.toml"),
+    ),
+    (
+        "rollout-at-scale",
+        include_str!("scenarios/rollout-at-scale.toml"),
     ),
 ];
 
