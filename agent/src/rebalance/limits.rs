@@ -34,9 +34,10 @@ pub fn cooling_down(memory: &WorkloadMemory, now: Timestamp) -> Option<Timestamp
 // The backoff. Every eviction makes its workload rest `base_seconds`; each *strike* doubles the
 // rest, up to `max_seconds`, and a window (`window_seconds`) without a strike clears them. A
 // strike is the workload coming back to a hot node: its replacement arrives on a source, or on
-// the node it was evicted from. Being moved off a node it was moved onto within the window is
-// not allowed at all (eligibility: `came_back`): that is the ping-pong itself, and backing off
-// only after it would not undo the move. Moving a second replica of a big workload off the
+// the node it was evicted from, so the move did not take and trying again soon would likely do
+// the same. Being moved off a node it was moved onto (arrived on while that node was not hot)
+// within the window is not allowed at all (eligibility: `came_back`): that is the ping-pong
+// itself, and backing off only after it would not undo the move. Moving a second replica of a big workload off the
 // same hot node is neither: spreading a workload piled onto a few nodes takes many moves of
 // that one workload, and counting each as a repeat held a 60-replica rollout to three moves in
 // two hours (BENCHMARKS.md, session 4).
@@ -60,8 +61,10 @@ pub fn record_eviction(
 }
 
 /// The workload's memory once the replacement of its eviction in flight is seen Ready on `node`
-/// at `now`. `hot`: that node is a source this round or the one the pod was evicted from, a
-/// strike; the rest is then counted again from `now`, doubled.
+/// at `now`. `hot`: that node is a source this round or the one the pod was evicted from. That
+/// is a strike, and the rest is counted again from `now`, doubled; it is not an arrival for the
+/// `came_back` rule (the planner did not send it there, and moving it off is a retry, which the
+/// backoff paces). Otherwise the arrival is remembered for the window.
 pub fn record_arrival(
     memory: &WorkloadMemory,
     policy: &CooldownPolicy,
@@ -69,17 +72,9 @@ pub fn record_arrival(
     node: &str,
     hot: bool,
 ) -> WorkloadMemory {
-    let mut arrivals: Vec<Arrival> = recent_arrivals(memory, policy, now)
-        .filter(|a| a.node != node)
-        .cloned()
-        .collect();
-    arrivals.push(Arrival {
-        node: node.to_owned(),
-        at: now,
-    });
     let mut next = WorkloadMemory {
         in_flight: None,
-        arrivals,
+        arrivals: recent_arrivals(memory, policy, now).cloned().collect(),
         strikes: live_strikes(memory, policy, now),
         ..memory.clone()
     };
@@ -88,6 +83,12 @@ pub fn record_arrival(
         next.last_strike = Some(now);
         let rest = now.plus_seconds(cooldown_seconds(policy, next.strikes));
         next.cooldown_until = next.cooldown_until.max(Some(rest));
+    } else {
+        next.arrivals.retain(|a| a.node != node);
+        next.arrivals.push(Arrival {
+            node: node.to_owned(),
+            at: now,
+        });
     }
     next
 }
@@ -217,6 +218,7 @@ mod tests {
             in_flight(0),
         );
         let landed = record_arrival(&first, &POLICY, Timestamp(60), "hot", true);
+        assert!(landed.arrivals.is_empty(), "a retry, not a move to protect");
         assert_eq!(landed.strikes, 1);
         assert_eq!(landed.last_strike, Some(Timestamp(60)));
         assert_eq!(
@@ -308,11 +310,11 @@ mod tests {
             "cooling down"
         );
         assert!(!worth_keeping(&memory, &POLICY, Timestamp(100)));
-        let landed = record_arrival(&memory, &POLICY, Timestamp(50), "hot", true);
-        assert!(
-            worth_keeping(&landed, &POLICY, Timestamp(1049)),
-            "strike and arrival"
-        );
+        let struck = record_arrival(&memory, &POLICY, Timestamp(50), "hot", true);
+        assert!(worth_keeping(&struck, &POLICY, Timestamp(1049)), "strike");
+        assert!(!worth_keeping(&struck, &POLICY, Timestamp(1050)));
+        let landed = record_arrival(&memory, &POLICY, Timestamp(50), "cold", false);
+        assert!(worth_keeping(&landed, &POLICY, Timestamp(1049)), "arrival");
         assert!(!worth_keeping(&landed, &POLICY, Timestamp(1050)));
     }
 }

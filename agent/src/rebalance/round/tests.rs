@@ -563,7 +563,8 @@ fn a_replacement_arriving_back_on_its_source_is_a_strike() {
     assert!(
         memory.is_some_and(|m| m.strikes == 1
             && m.last_strike == Some(later)
-            && m.cooldown_until == Some(later.plus_seconds(2 * base))),
+            && m.cooldown_until == Some(later.plus_seconds(2 * base))
+            && m.arrivals.is_empty()),
         "{memory:?}"
     );
 }
