@@ -192,6 +192,16 @@ pub fn render(plan: &Plan) -> String {
             .collect();
         table(&mut out, ["POD", "NODE", "REASON", ""], &rows, &details);
     }
+    if !plan.expired_in_flight.is_empty() {
+        let _ = writeln!(out, "\nGAVE UP WAITING (limits.in_flight_timeout_seconds)");
+        for e in &plan.expired_in_flight {
+            let _ = writeln!(
+                out,
+                "{}: {} evicted from {} at {} has no Ready replacement; the workload may be moved again",
+                e.workload.0, e.pod, e.source, e.evicted_at
+            );
+        }
+    }
     if plan.evictions.is_empty() && plan.nodes.is_empty() {
         let _ = writeln!(out, "\nnothing to do: no node is abnormal");
     }
@@ -277,6 +287,30 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }
+    }
+
+    #[test]
+    fn evictions_given_up_on_are_shown() {
+        let (mut plan, _) = plan(
+            &example(),
+            &RebalanceState::default(),
+            &Policy::default(),
+            Timestamp(1_795_400_000),
+        );
+        assert!(!render(&plan).contains("GAVE UP WAITING"));
+        plan.expired_in_flight
+            .push(crate::rebalance::plan::ExpiredInFlight {
+                workload: crate::rebalance::snapshot::WorkloadKey::new("shop", "Deployment", "api"),
+                pod: "api-7f9c".to_owned(),
+                source: "worker-1".to_owned(),
+                evicted_at: Timestamp(1_795_399_000),
+            });
+        let text = render(&plan);
+        assert!(text.contains("GAVE UP WAITING"), "{text}");
+        assert!(
+            text.contains("shop/Deployment/api: api-7f9c evicted from worker-1"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! reason, checked in a fixed order so that the first reason found is the one reported.
 
 use super::{
-    limits::cooling_down,
+    limits::{arrived_within_window, cooling_down},
     plan::SkipReason,
-    policy::{EligibilityPolicy, EVICT_ANNOTATION},
+    policy::{CooldownPolicy, EligibilityPolicy, EVICT_ANNOTATION},
     snapshot::{Pod, Timestamp},
     state::WorkloadMemory,
 };
@@ -42,6 +42,7 @@ pub fn check(
     pod: &Pod,
     workload: &WorkloadView<'_>,
     policy: &EligibilityPolicy,
+    cooldown: &CooldownPolicy,
     now: Timestamp,
 ) -> Result<(), Refusal> {
     let kind = pod.owner.as_ref().map(|o| o.kind.as_str());
@@ -173,6 +174,19 @@ pub fn check(
                 ),
             );
         }
+        let arrival = pod
+            .node
+            .as_deref()
+            .and_then(|node| arrived_within_window(memory, cooldown, node, now));
+        if let Some(arrival) = arrival {
+            return refuse(
+                SkipReason::CameBack,
+                format!(
+                    "{} {} was moved onto {} at {}: moving it off again within limits.cooldown.window_seconds ({} s) would be ping-pong",
+                    owner.kind, owner.name, arrival.node, arrival.at, cooldown.window_seconds
+                ),
+            );
+        }
     }
     Ok(())
 }
@@ -183,7 +197,7 @@ mod tests {
     use crate::rebalance::{
         fixtures::pod,
         snapshot::{Owner, VolumeKind},
-        state::InFlight,
+        state::{Arrival, InFlight},
     };
 
     const NOW: Timestamp = Timestamp(10_000);
@@ -197,7 +211,9 @@ mod tests {
     }
 
     fn reason(p: &Pod, w: &WorkloadView<'_>, policy: &EligibilityPolicy) -> Option<SkipReason> {
-        check(p, w, policy, NOW).err().map(|r| r.reason)
+        check(p, w, policy, &CooldownPolicy::default(), NOW)
+            .err()
+            .map(|r| r.reason)
     }
 
     fn with_owner(kind: &str) -> Pod {
@@ -427,5 +443,47 @@ mod tests {
             ..healthy()
         };
         assert_eq!(reason(&pod("web-1", "n"), &w, &policy), None);
+    }
+
+    #[test]
+    fn workload_moved_onto_this_node_within_the_window() {
+        let window = CooldownPolicy::default().window_seconds as i64;
+        let memory = WorkloadMemory {
+            arrivals: vec![Arrival {
+                node: "n".to_owned(),
+                at: Timestamp(NOW.0 - window + 1),
+            }],
+            ..WorkloadMemory::default()
+        };
+        let w = WorkloadView {
+            memory: Some(&memory),
+            ..healthy()
+        };
+        let policy = EligibilityPolicy::default();
+        let refusal = check(
+            &pod("web-1", "n"),
+            &w,
+            &policy,
+            &CooldownPolicy::default(),
+            NOW,
+        )
+        .err();
+        assert_eq!(
+            refusal.as_ref().map(|r| r.reason),
+            Some(SkipReason::CameBack)
+        );
+        let detail = refusal.map(|r| r.detail).unwrap_or_default();
+        assert!(detail.contains("moved onto n"), "{detail}");
+        // Elsewhere, or once the window has passed, it may move.
+        assert_eq!(reason(&pod("web-2", "m"), &w, &policy), None);
+        let later = Timestamp(NOW.0 + 1);
+        let refusal = check(
+            &pod("web-1", "n"),
+            &w,
+            &policy,
+            &CooldownPolicy::default(),
+            later,
+        );
+        assert!(refusal.is_ok(), "{refusal:?}");
     }
 }
