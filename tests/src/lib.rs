@@ -22,6 +22,8 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use ballast::collect::cgroup::hierarchy::{self, Mounts};
 
+pub mod apiserver;
+
 /// True when the test may run. Outside CI a non-root run skips (with a message); in CI a
 /// missing privilege is a failure, because the suite exists to run these for real.
 pub fn privileged() -> bool {

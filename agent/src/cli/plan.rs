@@ -155,6 +155,16 @@ pub fn render(plan: &Plan) -> String {
             .collect();
         table(&mut out, ["POD", "NODE", "REASON", ""], &rows, &details);
     }
+    if !plan.expired_in_flight.is_empty() {
+        let _ = writeln!(out, "\nGAVE UP WAITING (limits.in_flight_timeout_seconds)");
+        for e in &plan.expired_in_flight {
+            let _ = writeln!(
+                out,
+                "{}: {} evicted from {} at {} has no Ready replacement; the workload may be moved again",
+                e.workload.0, e.pod, e.source, e.evicted_at
+            );
+        }
+    }
     if plan.evictions.is_empty() && plan.nodes.is_empty() {
         let _ = writeln!(out, "\nnothing to do: no node is abnormal");
     }
@@ -176,16 +186,19 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::rebalance::{Policy, Timestamp};
+    use crate::rebalance::{ClusterSnapshot, Policy, Timestamp};
+
+    fn example() -> ClusterSnapshot {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/snapshot.json");
+        input::snapshot(&path).expect("the shipped example is usable")
+    }
 
     #[test]
     fn the_shipped_example_plans_and_renders_every_section() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/snapshot.json");
-        let snapshot = input::snapshot(&path).expect("the shipped example is usable");
         let mut policy = Policy::default();
         policy.classification.abnormal_rounds = 1;
         let (plan, _) = plan(
-            &snapshot,
+            &example(),
             &RebalanceState::default(),
             &policy,
             Timestamp(1_795_400_000),
@@ -203,5 +216,29 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }
+    }
+
+    #[test]
+    fn evictions_given_up_on_are_shown() {
+        let (mut plan, _) = plan(
+            &example(),
+            &RebalanceState::default(),
+            &Policy::default(),
+            Timestamp(1_795_400_000),
+        );
+        assert!(!render(&plan).contains("GAVE UP WAITING"));
+        plan.expired_in_flight
+            .push(crate::rebalance::plan::ExpiredInFlight {
+                workload: crate::rebalance::snapshot::WorkloadKey::new("shop", "Deployment", "api"),
+                pod: "api-7f9c".to_owned(),
+                source: "worker-1".to_owned(),
+                evicted_at: Timestamp(1_795_399_000),
+            });
+        let text = render(&plan);
+        assert!(text.contains("GAVE UP WAITING"), "{text}");
+        assert!(
+            text.contains("shop/Deployment/api: api-7f9c evicted from worker-1"),
+            "{text}"
+        );
     }
 }

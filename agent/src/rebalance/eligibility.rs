@@ -3,9 +3,9 @@
 //! migratability report takes every one ([`refusals`]).
 
 use super::{
-    limits::cooling_down,
+    limits::{arrived_within_window, cooling_down},
     plan::SkipReason,
-    policy::{EligibilityPolicy, EVICT_ANNOTATION},
+    policy::{CooldownPolicy, EligibilityPolicy, EVICT_ANNOTATION},
     snapshot::{Owner, Pod, Timestamp},
     state::WorkloadMemory,
 };
@@ -58,6 +58,8 @@ struct Subject<'a> {
     pod: &'a Pod,
     workload: &'a WorkloadView<'a>,
     policy: &'a EligibilityPolicy,
+    /// The backoff window of the came-back rule.
+    cooldown: &'a CooldownPolicy,
     now: Timestamp,
     /// The value of `ballast.io/evict`.
     annotation: Option<&'a str>,
@@ -71,9 +73,9 @@ type Rule = fn(&Subject<'_>) -> Result<(), Refusal>;
 /// `"true"` lifts the rules a policy sets by default for the general case (namespace lists,
 /// StatefulSets disallowed, local storage, extended resources), never the ones that protect the
 /// cluster or the workload (mirror, DaemonSet, no controller, critical priority, readiness, age,
-/// in flight, replicas, cooldown). The rules about a workload say nothing of a pod without a
-/// controller: [`no_controller`] already refuses it.
-const RULES: [Rule; 15] = [
+/// in flight, replicas, cooldown, came back). The rules about a workload say nothing of a pod
+/// without a controller: [`no_controller`] already refuses it.
+const RULES: [Rule; 16] = [
     mirror,
     daemon_set,
     no_controller,
@@ -89,6 +91,7 @@ const RULES: [Rule; 15] = [
     statefulset_unsettled,
     min_replicas,
     cooldown,
+    came_back,
 ];
 
 /// The first rule that refuses the pod, in the order of [`RULES`].
@@ -96,9 +99,10 @@ pub fn check(
     pod: &Pod,
     workload: &WorkloadView<'_>,
     policy: &EligibilityPolicy,
+    cooldown: &CooldownPolicy,
     now: Timestamp,
 ) -> Result<(), Refusal> {
-    let subject = Subject::new(pod, workload, policy, now);
+    let subject = Subject::new(pod, workload, policy, cooldown, now);
     RULES.iter().try_for_each(|rule| rule(&subject))
 }
 
@@ -107,9 +111,10 @@ pub fn refusals(
     pod: &Pod,
     workload: &WorkloadView<'_>,
     policy: &EligibilityPolicy,
+    cooldown: &CooldownPolicy,
     now: Timestamp,
 ) -> Vec<Refusal> {
-    let subject = Subject::new(pod, workload, policy, now);
+    let subject = Subject::new(pod, workload, policy, cooldown, now);
     RULES
         .iter()
         .filter_map(|rule| rule(&subject).err())
@@ -121,6 +126,7 @@ impl<'a> Subject<'a> {
         pod: &'a Pod,
         workload: &'a WorkloadView<'a>,
         policy: &'a EligibilityPolicy,
+        cooldown: &'a CooldownPolicy,
         now: Timestamp,
     ) -> Self {
         let annotation = pod.annotations.get(EVICT_ANNOTATION).map(String::as_str);
@@ -128,6 +134,7 @@ impl<'a> Subject<'a> {
             pod,
             workload,
             policy,
+            cooldown,
             now,
             annotation,
             opted_in: annotation == Some("true"),
@@ -337,13 +344,34 @@ fn cooldown(s: &Subject<'_>) -> Result<(), Refusal> {
     Ok(())
 }
 
+fn came_back(s: &Subject<'_>) -> Result<(), Refusal> {
+    let (Some(owner), Some(memory)) = (s.owner(), s.workload.memory) else {
+        return Ok(());
+    };
+    let arrival = s
+        .pod
+        .node
+        .as_deref()
+        .and_then(|node| arrived_within_window(memory, s.cooldown, node, s.now));
+    if let Some(arrival) = arrival {
+        return refuse(
+            SkipReason::CameBack,
+            format!(
+                "{} {} was moved onto {} at {}: moving it off again within limits.cooldown.window_seconds ({} s) would be ping-pong",
+                owner.kind, owner.name, arrival.node, arrival.at, s.cooldown.window_seconds
+            ),
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rebalance::{
         fixtures::pod,
         snapshot::{Owner, VolumeKind},
-        state::InFlight,
+        state::{Arrival, InFlight},
     };
 
     const NOW: Timestamp = Timestamp(10_000);
@@ -357,7 +385,9 @@ mod tests {
     }
 
     fn reason(p: &Pod, w: &WorkloadView<'_>, policy: &EligibilityPolicy) -> Option<SkipReason> {
-        check(p, w, policy, NOW).err().map(|r| r.reason)
+        check(p, w, policy, &CooldownPolicy::default(), NOW)
+            .err()
+            .map(|r| r.reason)
     }
 
     fn with_owner(kind: &str) -> Pod {
@@ -386,14 +416,14 @@ mod tests {
     fn refusals_lists_every_rule_that_says_no_and_check_the_first() {
         let policy = EligibilityPolicy::default();
         let mut p = pod("web-1", "n");
-        assert!(refusals(&p, &healthy(), &policy, NOW).is_empty());
+        assert!(refusals(&p, &healthy(), &policy, &CooldownPolicy::default(), NOW).is_empty());
         p.volumes = vec![VolumeKind::EmptyDir];
         p.requests.extended.insert("nvidia.com/gpu".to_owned(), 1);
         p.ready = false;
         let members = [p.clone(), pod("web-2", "n")];
         let w = WorkloadView::of(&members, None);
         assert_eq!((w.ready, w.pods), (1, 2));
-        let all: Vec<SkipReason> = refusals(&p, &w, &policy, NOW)
+        let all: Vec<SkipReason> = refusals(&p, &w, &policy, &CooldownPolicy::default(), NOW)
             .into_iter()
             .map(|r| r.reason)
             .collect();
@@ -409,10 +439,16 @@ mod tests {
         assert_eq!(reason(&p, &w, &policy), Some(SkipReason::LocalStorage));
         // Nothing about a workload for a pod without one.
         p.owner = None;
-        let all: Vec<SkipReason> = refusals(&p, &WorkloadView::default(), &policy, NOW)
-            .into_iter()
-            .map(|r| r.reason)
-            .collect();
+        let all: Vec<SkipReason> = refusals(
+            &p,
+            &WorkloadView::default(),
+            &policy,
+            &CooldownPolicy::default(),
+            NOW,
+        )
+        .into_iter()
+        .map(|r| r.reason)
+        .collect();
         assert_eq!(
             all,
             [
@@ -630,5 +666,47 @@ mod tests {
             ..healthy()
         };
         assert_eq!(reason(&pod("web-1", "n"), &w, &policy), None);
+    }
+
+    #[test]
+    fn workload_moved_onto_this_node_within_the_window() {
+        let window = CooldownPolicy::default().window_seconds as i64;
+        let memory = WorkloadMemory {
+            arrivals: vec![Arrival {
+                node: "n".to_owned(),
+                at: Timestamp(NOW.0 - window + 1),
+            }],
+            ..WorkloadMemory::default()
+        };
+        let w = WorkloadView {
+            memory: Some(&memory),
+            ..healthy()
+        };
+        let policy = EligibilityPolicy::default();
+        let refusal = check(
+            &pod("web-1", "n"),
+            &w,
+            &policy,
+            &CooldownPolicy::default(),
+            NOW,
+        )
+        .err();
+        assert_eq!(
+            refusal.as_ref().map(|r| r.reason),
+            Some(SkipReason::CameBack)
+        );
+        let detail = refusal.map(|r| r.detail).unwrap_or_default();
+        assert!(detail.contains("moved onto n"), "{detail}");
+        // Elsewhere, or once the window has passed, it may move.
+        assert_eq!(reason(&pod("web-2", "m"), &w, &policy), None);
+        let later = Timestamp(NOW.0 + 1);
+        let refusal = check(
+            &pod("web-1", "n"),
+            &w,
+            &policy,
+            &CooldownPolicy::default(),
+            later,
+        );
+        assert!(refusal.is_ok(), "{refusal:?}");
     }
 }

@@ -17,7 +17,7 @@ pub const GIB: u64 = 1 << 30;
 
 /// The skip reasons of the eligibility rules (the others are about load, limits and
 /// destinations).
-pub const ELIGIBILITY_REASONS: [SkipReason; 15] = [
+pub const ELIGIBILITY_REASONS: [SkipReason; 16] = [
     SkipReason::Mirror,
     SkipReason::DaemonSet,
     SkipReason::NoController,
@@ -33,6 +33,7 @@ pub const ELIGIBILITY_REASONS: [SkipReason; 15] = [
     SkipReason::InFlight,
     SkipReason::MinReplicas,
     SkipReason::Cooldown,
+    SkipReason::CameBack,
 ];
 
 /// A ready node with `cpu_millicores` and `memory_bytes` allocatable.

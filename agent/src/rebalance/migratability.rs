@@ -136,6 +136,7 @@ impl Reason {
                 | SkipReason::InFlight
                 | SkipReason::MinReplicas
                 | SkipReason::Cooldown
+                | SkipReason::CameBack
                 | SkipReason::Pdb => Severity::Blocking,
                 // Reasons of a round (load, limits, destinations): the report never gives them.
                 SkipReason::LoadUnknown
@@ -261,7 +262,14 @@ impl<'a> Context<'a> {
         let mut tally = Tally::default();
         let mut placements = Placements::default();
         for pod in members {
-            for refusal in eligibility::refusals(pod, &view, &self.policy.eligibility, self.now) {
+            let refusals = eligibility::refusals(
+                pod,
+                &view,
+                &self.policy.eligibility,
+                &self.policy.limits.cooldown,
+                self.now,
+            );
+            for refusal in refusals {
                 tally.add(Reason::Planner(refusal.reason), || refusal.detail);
             }
             self.disruption_budgets(pod, &mut tally);

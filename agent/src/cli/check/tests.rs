@@ -153,13 +153,21 @@ fn the_migratability_example_gives_every_reason_and_every_answer() {
         .collect();
     let every = ELIGIBILITY_REASONS
         .iter()
-        .filter(|r| !matches!(r, SkipReason::InFlight | SkipReason::Cooldown))
+        .filter(|r| !is_memory(r))
         .map(|r| Reason::Planner(*r))
         .chain([Reason::Planner(SkipReason::Pdb)])
         .chain(CHECK_REASONS.iter().map(|r| Reason::Check(*r)));
     for reason in every {
         assert!(given.contains(&reason), "{reason:?} not in the example");
     }
+}
+
+/// The eligibility reasons that need the planner's memory of earlier rounds: a report has none.
+fn is_memory(reason: &SkipReason) -> bool {
+    matches!(
+        reason,
+        SkipReason::InFlight | SkipReason::Cooldown | SkipReason::CameBack
+    )
 }
 
 /// The reasons only the report gives.
@@ -361,7 +369,7 @@ fn the_readme_lists_every_reason_with_its_severity_in_report_order() {
         .collect();
     let mut reasons: Vec<Reason> = ELIGIBILITY_REASONS
         .iter()
-        .filter(|r| !matches!(r, SkipReason::InFlight | SkipReason::Cooldown))
+        .filter(|r| !is_memory(r))
         .map(|r| Reason::Planner(*r))
         .chain([Reason::Planner(SkipReason::Pdb)])
         .chain(CHECK_REASONS.iter().map(|r| Reason::Check(*r)))
