@@ -1,6 +1,7 @@
 //! Serving HTTP: /metrics (Prometheus text), /v1/load (JSON), /healthz.
 
 pub mod api;
+pub mod auth;
 pub mod exposition;
 pub mod metrics;
 
