@@ -1,5 +1,6 @@
 //! Serving HTTP: /metrics (Prometheus text), /v1/load (JSON), /healthz.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod exposition;
