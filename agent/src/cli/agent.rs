@@ -163,7 +163,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         info!(address = %listener.local_addr()?, mode = state.cpu_mode.as_str(), "serving /metrics, /v1/load, /healthz");
         let (stop, shutdown) = watch::channel(false);
         let collecting = tokio::spawn(worker::run(collector, args.interval, monotonic_ns, state.clone(), shutdown.clone()));
-        let serving = tokio::spawn(serve::serve(listener, state, metrics, shutdown));
+        let serving = tokio::spawn(serve::serve(listener, state, metrics, None, shutdown));
         let signal = wait_for_signal().await?;
         info!(signal, "shutting down");
         stop.send_replace(true);

@@ -3,23 +3,29 @@
 //!
 //! Every agent serves it; only the leader acts. The pieces, each in its own file:
 //! [`payload`] (the version 4 JSON), [`routing`] (which alert asks for which action:
-//! configuration), [`ledger`] (acting once per firing) and [`intake`] (the three together,
-//! pure). The contract is in the README, "Alert-driven rebalancing".
+//! configuration), [`ledger`] (acting once per firing), [`intake`] (the three together, pure)
+//! and [`handler`] (HTTP: authentication, limits, leadership, queueing, metrics). The contract
+//! is in the README, "Alert-driven rebalancing".
 //!
 //! Wiring: [`channel`] gives the action queue; the leader loop owns the [`AlertReceiver`] and
 //! publishes its [`Leadership`] on a `tokio::sync::watch` channel whose receiver goes into
 //! [`AlertsConfig`].
 
+pub mod handler;
 pub mod intake;
 pub mod ledger;
 pub mod payload;
 pub mod routing;
+
+#[cfg(test)]
+mod http_tests;
 
 use std::fmt;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
+pub use handler::routes;
 pub use payload::MAX_ALERTS;
 pub use routing::{ActionKind, AlertRouting, RoutingError};
 
