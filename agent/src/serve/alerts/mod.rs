@@ -18,6 +18,8 @@ pub mod payload;
 pub mod routing;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod http_tests;
 
 use std::fmt;
