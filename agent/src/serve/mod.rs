@@ -1,6 +1,9 @@
-//! Serving HTTP: /metrics (Prometheus text), /v1/load (JSON), /healthz.
+//! Serving HTTP: /metrics (Prometheus text), /v1/load (JSON), /healthz, and Alertmanager's
+//! webhook on /v1/alerts.
 
+pub mod alerts;
 pub mod api;
+pub mod auth;
 pub mod exposition;
 pub mod metrics;
 
@@ -24,7 +27,12 @@ struct Ctx {
     self_metrics: PrometheusHandle,
 }
 
-pub fn router(state: Arc<AgentState>, self_metrics: PrometheusHandle) -> Router {
+/// `alerts` is `None` without `--alerts-token-file`: `/v1/alerts` then answers 404.
+pub fn router(
+    state: Arc<AgentState>,
+    self_metrics: PrometheusHandle,
+    alerts: Option<alerts::AlertsConfig>,
+) -> Router {
     Router::new()
         .route("/metrics", get(get_metrics))
         .route("/v1/load", get(get_load))
@@ -33,6 +41,7 @@ pub fn router(state: Arc<AgentState>, self_metrics: PrometheusHandle) -> Router 
             state,
             self_metrics,
         })
+        .merge(alerts::routes(alerts))
 }
 
 /// Serves until `shutdown` turns true, then finishes the requests in flight.
@@ -40,9 +49,10 @@ pub async fn serve(
     listener: TcpListener,
     state: Arc<AgentState>,
     self_metrics: PrometheusHandle,
+    alerts: Option<alerts::AlertsConfig>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state, self_metrics))
+    axum::serve(listener, router(state, self_metrics, alerts))
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })
