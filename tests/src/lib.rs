@@ -1,10 +1,13 @@
 //! Shared fixtures for the integration tests: cgroups the tests create (and only those), agent
-//! processes, and ground truth read from the kernel's own accounting.
+//! processes, and ground truth read from the kernel's own accounting; in [`deploy`], the
+//! deployment artefacts and the real tools that check them.
 //!
 //! Rules kept here so no test has to remember them: cgroups are created beneath the cgroup the
 //! test process already sits in (per hierarchy, from /proc/self/cgroup), every process a test
 //! starts is killed and every cgroup it created is removed on drop, and a test that needs root
 //! fails instead of skipping when `CI=true`.
+
+pub mod deploy;
 
 use std::{
     ffi::CString,
@@ -18,6 +21,8 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 use ballast::collect::cgroup::hierarchy::{self, Mounts};
+
+pub mod apiserver;
 
 /// True when the test may run. Outside CI a non-root run skips (with a message); in CI a
 /// missing privilege is a failure, because the suite exists to run these for real.

@@ -55,6 +55,7 @@ fn metrics_and_load_document_carry_the_cpu_families() -> Result<()> {
         "ballast_ebpf_run_stats_enabled",
         "ballast_container_memory_reclaim_stall_seconds_total",
         "ballast_collector_up",
+        "ballast_node_load_score",
     ] {
         assert!(
             types.contains_key(family),
@@ -196,6 +197,18 @@ fn metrics_and_load_document_carry_the_cpu_families() -> Result<()> {
         row.memory.reclaim_stall_per_second,
         Some(0.0),
         "reclaim is traced, and a CPU-bound task never stalls in it"
+    );
+    // The node's score in /metrics is the smoothed score of /v1/load, resource by resource
+    // (both from the same window only if no collection landed in between: compare loosely).
+    let node_cpu = load
+        .score
+        .as_ref()
+        .and_then(|s| s.smoothed.per_resource.get(&Resource::Cpu))
+        .and_then(|r| r.score);
+    let metric_cpu = sample_with(&scrape, "ballast_node_load_score", &[("resource", "cpu")]);
+    assert!(
+        node_cpu.is_some() && metric_cpu.is_some_and(|m| (0.0..=2.0).contains(&m)),
+        "node cpu score in /v1/load {node_cpu:?} and /metrics {metric_cpu:?}"
     );
     assert_eq!(agent.get_text("/healthz")?.trim(), "ok");
     let status = agent.stop()?;

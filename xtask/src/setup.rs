@@ -6,6 +6,11 @@
 //! - `llvm-22-dev` is the LLVM that bpf-linker links against;
 //! - `bpf-linker` 0.13 from crates.io, built against that LLVM.
 //!
+//! The deployment checks (tests/tests/deploy.rs) need Debian's `prometheus` (promtool) and
+//! `prometheus-alertmanager` (amtool), and a Python venv with `kubernetes-validate` (the
+//! Kubernetes OpenAPI schemas, offline) and `pykustomize` (the kustomize library: Debian 12
+//! packages no kustomize and Go modules cannot be fetched here).
+//!
 //! Everything is checked first and only what is missing is installed, so the command is cheap
 //! to call before every `run`, `test` and `bench`.
 
@@ -16,7 +21,23 @@ use anyhow::{bail, Context, Result};
 /// Debian packages the build needs.
 const BUILD_PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "llvm-22-dev"];
 /// Debian packages the test suite and benchmarks use as real peers and ground truth.
-const TEST_PACKAGES: &[&str] = &["bpftool", "iproute2", "procps", "nftables", "iperf3"];
+const TEST_PACKAGES: &[&str] = &[
+    "bpftool",
+    "iproute2",
+    "procps",
+    "nftables",
+    "iperf3",
+    "prometheus",
+    "prometheus-alertmanager",
+    "python3-venv",
+];
+
+/// The venv of the deployment checks; tests/src/deploy.rs looks for it here (or in
+/// `BALLAST_VENV`).
+const VENV: &str = "/opt/ballast-venv";
+/// Its packages, pinned: (name, version).
+const VENV_PACKAGES: [(&str, &str); 2] =
+    [("kubernetes-validate", "1.37.0"), ("pykustomize", "0.1.4")];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -40,6 +61,9 @@ pub fn ensure(need: Need) -> Result<()> {
         apt_install(&missing)?;
     }
     ensure_bpf_linker()?;
+    if need == Need::Test {
+        ensure_venv()?;
+    }
     Ok(())
 }
 
@@ -117,6 +141,66 @@ fn ensure_bpf_linker() -> Result<()> {
             .env("LLVM_PREFIX", LLVM_PREFIX),
     )
     .context("setup: building bpf-linker failed; is llvm-22-dev installed (dpkg -l llvm-22-dev)?")
+}
+
+fn ensure_venv() -> Result<()> {
+    let python = PathBuf::from(VENV).join("bin/python");
+    if !python.is_file() {
+        eprintln!("setup: creating the Python venv {VENV}");
+        run(Command::new("/usr/bin/python3").args(["-m", "venv", VENV])).context(
+            "setup: creating the venv failed; is python3-venv installed (dpkg -l python3-venv)?",
+        )?;
+    }
+    let installed = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "list",
+            "--format=freeze",
+            "--disable-pip-version-check",
+        ])
+        .output()
+        .with_context(|| format!("setup: running {} -m pip list", python.display()))?;
+    let installed = String::from_utf8_lossy(&installed.stdout);
+    let present = |name: &str, version: &str| {
+        installed
+            .lines()
+            .any(|line| line == format!("{name}=={version}"))
+    };
+    let missing: Vec<(&str, &str)> = VENV_PACKAGES
+        .into_iter()
+        .filter(|(name, version)| !present(name, version))
+        .collect();
+    if missing.is_empty() {
+        eprintln!("setup: venv {VENV} has {VENV_PACKAGES:?}");
+        return Ok(());
+    }
+    eprintln!("setup: installing {missing:?} into {VENV}");
+    let pip = || {
+        let mut command = Command::new(&python);
+        command.args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ]);
+        command
+    };
+    let [(validate, validate_version), (kustomize, kustomize_version)] = VENV_PACKAGES;
+    run(pip()
+        .arg(format!("{validate}=={validate_version}"))
+        // pykustomize's one dependency, installed normally.
+        .arg("cffi>=1.16"))
+    .context("setup: pip could not install kubernetes-validate; is PyPI reachable?")?;
+    // pykustomize declares Python >= 3.14 though its code (cffi bindings to the bundled kustomize
+    // library) runs on Debian 12's 3.11; the import check below proves it on this machine.
+    run(pip()
+        .args(["--no-deps", "--ignore-requires-python"])
+        .arg(format!("{kustomize}=={kustomize_version}")))
+    .context("setup: pip could not install pykustomize; is PyPI reachable?")?;
+    run(Command::new(&python).args(["-c", "import pykustomize; pykustomize.native_version()"]))
+        .context("setup: the kustomize library in pykustomize does not load on this machine")
 }
 
 pub fn which(program: &str) -> Option<PathBuf> {

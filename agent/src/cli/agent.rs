@@ -19,7 +19,11 @@ use crate::{
         worker::{self, monotonic_ns},
     },
     load::score::ScoreConfig,
-    serve,
+    serve::{
+        self,
+        alerts::{AlertReceiver, AlertRouting, AlertsConfig, Leadership},
+        auth::BearerToken,
+    },
     state::AgentState,
 };
 
@@ -69,6 +73,15 @@ pub struct AgentArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// File with the bearer token Alertmanager presents on POST /v1/alerts (a mounted Secret;
+    /// surrounding whitespace is trimmed). Without it the webhook answers 404.
+    #[arg(long, value_name = "PATH")]
+    pub alerts_token_file: Option<PathBuf>,
+    /// Which alerts start which action (TOML; README, "Alert-driven rebalancing"). Without it
+    /// the defaults: `BallastNode*` alerts start a targeted round for their `node`, alerts
+    /// labelled `ballast_action="evacuate"` an evacuation.
+    #[arg(long, value_name = "FILE", requires = "alerts_token_file")]
+    pub alert_routing: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -130,6 +143,10 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder failed")?;
+    serve::alerts::describe_metrics();
+    // Standalone there is no leader; in a cluster the election publishes who leads.
+    let (leadership_tx, leadership) = watch::channel(Leadership::Standalone);
+    let (alerts, _alert_actions) = alerts_webhook(&args, leadership)?;
     let (collector, state) = match &args.load_from {
         Some(path) => {
             crate::serve::api::LoadResponse::from_file(path, &node_name)
@@ -173,7 +190,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         let signal = match cluster {
             None => {
                 info!(%address, mode = state.cpu_mode.as_str(), "serving /metrics, /v1/load, /healthz");
-                let options = serve::Options { load, ..serve::Options::default() };
+                let options = serve::Options { load, alerts, ..serve::Options::default() };
                 let serving = tokio::spawn(serve::serve(listener, state, metrics, options, serving_shutdown));
                 let signal = wait_for_signal().await?;
                 info!(signal, "shutting down");
@@ -183,7 +200,16 @@ pub fn run(args: AgentArgs) -> Result<()> {
             }
             Some(setup) => {
                 setup
-                    .run(cluster::Running { listener, state, metrics, load, serving_shutdown, stop_serving })
+                    .run(cluster::Running {
+                        listener,
+                        state,
+                        metrics,
+                        load,
+                        alerts,
+                        leadership: leadership_tx,
+                        serving_shutdown,
+                        stop_serving,
+                    })
                     .await?
             }
         };
@@ -233,6 +259,41 @@ fn start_collector(args: &AgentArgs, node_name: String) -> Result<(Collector, Ag
     Ok((collector, state))
 }
 
+/// The webhook's configuration (`None` without `--alerts-token-file`) and the receiving end of
+/// its action queue. The leader loop (cluster mode) consumes the receiver and publishes its
+/// leadership on the watch channel; a standalone agent keeps both unused, and its webhook
+/// answers 503 before anything is queued.
+fn alerts_webhook(
+    args: &AgentArgs,
+    leadership: watch::Receiver<Leadership>,
+) -> Result<(Option<AlertsConfig>, AlertReceiver)> {
+    let (actions, receiver) = serve::alerts::channel();
+    let Some(token_file) = &args.alerts_token_file else {
+        return Ok((None, receiver));
+    };
+    let token = BearerToken::from_file(token_file).context("--alerts-token-file")?;
+    let routing = match &args.alert_routing {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "cannot read the alert routing {}; fix --alert-routing",
+                    path.display()
+                )
+            })?;
+            AlertRouting::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => AlertRouting::default(),
+    };
+    info!(routing = ?args.alert_routing, "alerts webhook enabled on POST /v1/alerts");
+    let config = AlertsConfig {
+        token,
+        routing,
+        leadership,
+        actions,
+    };
+    Ok((Some(config), receiver))
+}
+
 async fn wait_for_signal() -> Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term =
@@ -280,5 +341,58 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("1h").is_err());
         assert!(parse_duration("fast").is_err());
+    }
+
+    fn agent_args(flags: &[&str]) -> Result<AgentArgs, clap::Error> {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            agent: AgentArgs,
+        }
+        let argv = std::iter::once("ballast-agent").chain(flags.iter().copied());
+        Cli::try_parse_from(argv).map(|cli| cli.agent)
+    }
+
+    #[test]
+    fn the_webhook_is_configured_from_its_flags() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let token = dir.path().join("alerts-token");
+        std::fs::write(&token, "abc\n")?;
+        let routing = dir.path().join("routing.toml");
+        std::fs::write(&routing, "[evacuate]\nalertnames = [\"NodeDiskFailing\"]\n")?;
+        let (_lead, leadership) = watch::channel(Leadership::Standalone);
+
+        let none = agent_args(&["--standalone"])?;
+        assert!(alerts_webhook(&none, leadership.clone())?.0.is_none());
+
+        let token_flag = format!("--alerts-token-file={}", token.display());
+        let routing_flag = format!("--alert-routing={}", routing.display());
+        let both = agent_args(&["--standalone", &token_flag, &routing_flag])?;
+        let config = alerts_webhook(&both, leadership.clone())?.0;
+        assert_eq!(
+            config.map(|c| c.routing.evacuate.alertnames),
+            Some(vec!["NodeDiskFailing".to_string()])
+        );
+
+        // Routing without a token would do nothing: refused.
+        assert!(agent_args(&["--standalone", &routing_flag]).is_err());
+
+        std::fs::write(&routing, "[evacuate]\nalertname = []\n")?;
+        let err = alerts_webhook(&both, leadership.clone()).err();
+        let text = err.map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(
+            text.contains("routing.toml") && text.contains("alertname"),
+            "{text}"
+        );
+
+        std::fs::write(&token, "  \n")?;
+        let err = alerts_webhook(&both, leadership).err();
+        let text = err.map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(
+            text.contains("--alerts-token-file") && text.contains("empty"),
+            "{text}"
+        );
+        Ok(())
     }
 }

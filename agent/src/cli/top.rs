@@ -46,8 +46,11 @@ pub fn run(args: TopArgs) -> Result<()> {
         None => None,
     };
     loop {
-        let bearer = token.as_ref().map(|t| t.read()).transpose()?;
-        let fetched = fetch(&agent, &url, bearer.as_deref());
+        let authorization = token
+            .as_ref()
+            .map(|t| t.read().map(|t| t.authorization()))
+            .transpose()?;
+        let fetched = fetch(&agent, &url, authorization);
         let mut out = std::io::stdout().lock();
         if args.once {
             let load = fetched?;
@@ -75,10 +78,14 @@ pub fn run(args: TopArgs) -> Result<()> {
     }
 }
 
-fn fetch(agent: &ureq::Agent, url: &str, token: Option<&str>) -> Result<LoadResponse> {
+fn fetch(
+    agent: &ureq::Agent,
+    url: &str,
+    authorization: Option<http::HeaderValue>,
+) -> Result<LoadResponse> {
     let mut request = agent.get(url);
-    if let Some(token) = token {
-        request = request.header("Authorization", format!("Bearer {token}"));
+    if let Some(authorization) = authorization {
+        request = request.header(http::header::AUTHORIZATION, authorization);
     }
     let mut response = request.call().with_context(|| {
         format!(

@@ -10,6 +10,7 @@
 //!   kubelet does), effective requests (containers and native sidecars summed, the largest
 //!   init container if more, plus overhead), limits, volume kinds, tolerations, nodeSelector,
 //!   required node affinity, the `Ready` condition (a terminating pod counts as not Ready),
+//!   whether a container has a readiness probe,
 //!   `status.startTime`, the mirror annotation;
 //! - PDBs: the selector and `status.disruptionsAllowed`. A PDB without a selector matches no
 //!   pod (policy/v1) and is left out.
@@ -358,12 +359,15 @@ pub fn owner(meta: &meta::ObjectMeta) -> Option<Owner> {
             return Some(Owner {
                 kind: "Deployment".into(),
                 name: deployment.to_owned(),
+                pod_management_policy: None,
             });
         }
     }
+    // A StatefulSet's podManagementPolicy is on the StatefulSet, which is not watched: unknown.
     Some(Owner {
         kind: reference.kind.clone(),
         name: reference.name.clone(),
+        pod_management_policy: None,
     })
 }
 
@@ -522,6 +526,7 @@ fn convert_pod(pod: &core::Pod) -> Result<Option<snap::Pod>, ConvertError> {
         node_selector: spec.node_selector.clone().unwrap_or_default(),
         required_affinity: required_affinity(spec)?,
         ready,
+        has_readiness_probe: Some(spec.containers.iter().any(|c| c.readiness_probe.is_some())),
         start_time,
         namespace,
         name,

@@ -249,6 +249,7 @@ mod tests {
                 skip: None,
                 detail: String::new(),
             }],
+            expired_in_flight: Vec::new(),
             summary: Summary::default(),
         };
         (plan, eviction)

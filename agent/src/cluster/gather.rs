@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use http::{header, Request, StatusCode};
+use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
@@ -142,7 +142,7 @@ impl Gatherer {
         &self,
         nodes: &[String],
         agents: &BTreeMap<String, String>,
-        token: Option<&str>,
+        authorization: Option<&HeaderValue>,
     ) -> BTreeMap<String, Answer> {
         // Owned inputs only: the futures run concurrently and must not borrow across awaits.
         let asks: Vec<_> = nodes
@@ -151,10 +151,10 @@ impl Gatherer {
                 let gatherer = self.clone();
                 let node = node.clone();
                 let url = agents.get(&node).cloned();
-                let token = token.map(str::to_owned);
+                let authorization = authorization.cloned();
                 async move {
                     let answer = match url {
-                        Some(url) => gatherer.fetch(&url, token.as_deref()).await,
+                        Some(url) => gatherer.fetch(&url, authorization.as_ref()).await,
                         None => Answer::NoAgent,
                     };
                     (node, answer)
@@ -167,18 +167,22 @@ impl Gatherer {
             .await
     }
 
-    async fn fetch(&self, url: &str, token: Option<&str>) -> Answer {
-        match tokio::time::timeout(self.timeout, self.get(url, token)).await {
+    async fn fetch(&self, url: &str, authorization: Option<&HeaderValue>) -> Answer {
+        match tokio::time::timeout(self.timeout, self.get(url, authorization)).await {
             Ok(Ok(doc)) => Answer::Load(Box::new(doc)),
             Ok(Err(why)) => Answer::Failed(format!("{url}: {why}")),
             Err(_) => Answer::Failed(format!("{url}: no answer within {:?}", self.timeout)),
         }
     }
 
-    async fn get(&self, url: &str, token: Option<&str>) -> Result<LoadResponse, String> {
+    async fn get(
+        &self,
+        url: &str,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<LoadResponse, String> {
         let mut request = Request::get(url);
-        if let Some(token) = token {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        if let Some(authorization) = authorization {
+            request = request.header(header::AUTHORIZATION, authorization);
         }
         let request = request
             .body(Empty::new())
@@ -233,9 +237,9 @@ impl AgentLoads {
             &self.selector,
             self.port,
         );
-        let token = match &self.token {
+        let authorization = match &self.token {
             Some(file) => match file.read() {
-                Ok(token) => Some(token),
+                Ok(token) => Some(token.authorization()),
                 Err(error) => {
                     tracing::error!(%error, "asking the agents without a token; they will refuse");
                     None
@@ -245,7 +249,7 @@ impl AgentLoads {
         };
         let answers = self
             .gatherer
-            .gather(&names, &agents, token.as_deref())
+            .gather(&names, &agents, authorization.as_ref())
             .await;
         assemble(answers, self.max_age)
     }
@@ -476,7 +480,8 @@ mod tests {
         let nodes: Vec<String> = ["node-a", "slow", "closed", "no-agent"]
             .map(String::from)
             .into();
-        let answers = gatherer.gather(&nodes, &agents, Some("t0k3n")).await;
+        let right = HeaderValue::from_static("Bearer t0k3n");
+        let answers = gatherer.gather(&nodes, &agents, Some(&right)).await;
         assert!(matches!(&answers["node-a"], Answer::Load(doc) if doc.node == "node-a"));
         assert!(
             matches!(&answers["slow"], Answer::Failed(why) if why.contains("no answer within"))
@@ -485,7 +490,8 @@ mod tests {
             matches!(&answers["closed"], Answer::Failed(why) if why.contains("request failed"))
         );
         assert!(matches!(answers["no-agent"], Answer::NoAgent));
-        let refused = gatherer.gather(&nodes[..1], &agents, Some("wrong")).await;
+        let wrong = HeaderValue::from_static("Bearer wrong");
+        let refused = gatherer.gather(&nodes[..1], &agents, Some(&wrong)).await;
         assert!(
             matches!(&refused["node-a"], Answer::Failed(why) if why.contains("401")),
             "{:?}",

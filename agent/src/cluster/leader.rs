@@ -522,9 +522,10 @@ mod tests {
         state.workloads.insert(
             key.clone(),
             WorkloadMemory {
-                last_eviction: Some(Timestamp(100)),
                 cooldown_until: Some(Timestamp(400)),
                 strikes: 0,
+                last_strike: None,
+                arrivals: Vec::new(),
                 in_flight: Some(InFlight {
                     pod_uid: "uid-1".into(),
                     pod_name: "web-1".into(),

@@ -5,7 +5,7 @@
 //! resets nothing.
 //!
 //! Size-bounded (512 KiB of JSON, half of what a ConfigMap holds): above it, the workload
-//! entries that matter least (no eviction in flight, the oldest cooldown or eviction first) are
+//! entries that matter least (no eviction in flight, the oldest cooldown or strike first) are
 //! dropped with a log line saying how many; in-flight evictions and node hysteresis are never
 //! dropped, and if those alone are too large the write is refused and the previous state stays.
 
@@ -39,9 +39,11 @@ pub struct TooLarge {
     pub limit: usize,
 }
 
-/// When a workload entry last mattered: its cooldown's end or its last eviction.
+/// When a workload entry last mattered: its cooldown's end, its last strike or its last
+/// replacement seen Ready.
 fn relevance(memory: &WorkloadMemory) -> Option<Timestamp> {
-    memory.cooldown_until.max(memory.last_eviction)
+    let arrived = memory.arrivals.iter().map(|a| a.at).max();
+    memory.cooldown_until.max(memory.last_strike).max(arrived)
 }
 
 /// `state` as compact JSON of at most `limit` bytes, dropping what matters least if needed.
@@ -206,7 +208,7 @@ mod tests {
     use super::*;
     use crate::rebalance::{
         snapshot::WorkloadKey,
-        state::{Hysteresis, InFlight},
+        state::{Arrival, Hysteresis, InFlight},
     };
 
     fn state(workloads: usize, in_flight: usize) -> RebalanceState {
@@ -215,9 +217,13 @@ mod tests {
             state.workloads.insert(
                 WorkloadKey::new("shop", "Deployment", &format!("web-{i:05}")),
                 WorkloadMemory {
-                    last_eviction: Some(Timestamp(1_000 + i as i64)),
                     cooldown_until: Some(Timestamp(2_000 + i as i64)),
                     strikes: 0,
+                    last_strike: None,
+                    arrivals: vec![Arrival {
+                        node: "node-b".into(),
+                        at: Timestamp(1_500 + i as i64),
+                    }],
                     in_flight: (i < in_flight).then(|| InFlight {
                         pod_uid: format!("uid-{i}"),
                         pod_name: format!("web-{i}-x"),

@@ -37,15 +37,20 @@ pub enum Resource {
 impl Resource {
     /// Every resource, in the order used for listings and to break ties.
     pub const ALL: [Resource; 3] = [Resource::Cpu, Resource::Memory, Resource::Network];
+
+    /// The lowercase name used in JSON, metric labels and text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Cpu => "cpu",
+            Resource::Memory => "memory",
+            Resource::Network => "network",
+        }
+    }
 }
 
 impl fmt::Display for Resource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Resource::Cpu => "cpu",
-            Resource::Memory => "memory",
-            Resource::Network => "network",
-        })
+        f.write_str(self.as_str())
     }
 }
 

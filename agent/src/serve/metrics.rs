@@ -16,7 +16,10 @@ use crate::{
         cgroupfs::Throttling,
         sample::{CgroupCpu, CgroupMemory, Mode, Snapshot},
     },
-    load::histogram::{bucket_upper_bounds_seconds, coarse_upper_bounds_seconds, coarsen},
+    load::{
+        histogram::{bucket_upper_bounds_seconds, coarse_upper_bounds_seconds, coarsen},
+        score::LoadScore,
+    },
     state::{AgentState, View},
 };
 
@@ -131,6 +134,9 @@ pub fn render(view: &View, names: &PodDirectory, self_metrics: &PrometheusHandle
             .collect();
         render_network(&mut out, &network, snapshot.retransmits_counted);
         render_node(&mut out, snapshot);
+        if let Some(scores) = &view.scores {
+            render_node_load(&mut out, &scores.node.scored(&scores.config).smoothed);
+        }
         if let Some(dropped) = snapshot.dropped_events {
             out.family(
                 "ballast_ebpf_dropped_events_total",
@@ -469,6 +475,24 @@ fn render_containers(out: &mut Exposition, cgroups: &[(&Labels, &CgroupCpu)]) {
         &psi,
         |us| *us as f64 / 1e6,
     );
+}
+
+/// The node's smoothed load score (what the leader compares across nodes), overall and per
+/// resource; a resource that was not measured has no sample.
+fn render_node_load(out: &mut Exposition, node: &LoadScore) {
+    out.family(
+        "ballast_node_load_score",
+        "Smoothed load score of the node (0..2, above 1 only over capacity), `resource=\"all\"` the weighted mean; see the README's load model.",
+        MetricKind::Gauge,
+    );
+    if let Some(score) = node.score {
+        out.sample(&[("resource", "all")], score);
+    }
+    for (resource, per) in &node.per_resource {
+        if let Some(score) = per.score {
+            out.sample(&[("resource", resource.as_str())], score);
+        }
+    }
 }
 
 fn render_node(out: &mut Exposition, snapshot: &Snapshot) {

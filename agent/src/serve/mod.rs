@@ -1,8 +1,9 @@
-//! Serving HTTP: /metrics (Prometheus text), /v1/load (JSON), /healthz, and in cluster mode
-//! /v1/decisions. In cluster mode /v1/load and /v1/decisions need the shared bearer token
-//! ([`auth`]); /metrics and /healthz stay open for Prometheus and the kubelet. Every request has
-//! a deadline and a body limit.
+//! Serving HTTP: /metrics (Prometheus text), /v1/load (JSON), /healthz, Alertmanager's webhook on
+//! /v1/alerts, and in cluster mode /v1/decisions. In cluster mode /v1/load and /v1/decisions need
+//! the agents' shared bearer token ([`auth`]); /metrics and /healthz stay open for Prometheus and
+//! the kubelet. Every request has a deadline, and a body limit.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod exposition;
@@ -31,8 +32,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long requests in flight may finish after shutdown begins.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// The largest request body accepted (413 above): nothing served here reads more than a small
-/// JSON document.
+/// The largest request body accepted (413 above) except on /v1/alerts (its own limit): nothing
+/// else served here reads a body at all.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 
 /// Where /v1/load comes from.
@@ -47,9 +48,11 @@ pub enum LoadFrom {
 }
 
 /// What the server serves besides the state.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Options {
     pub load: LoadFrom,
+    /// `--alerts-token-file`: the Alertmanager webhook (404 without).
+    pub alerts: Option<alerts::AlertsConfig>,
     /// Cluster mode: the token /v1/load and /v1/decisions require.
     pub token: Option<auth::TokenFile>,
     /// Cluster mode: the leader's recent rounds.
@@ -64,6 +67,7 @@ struct Ctx {
     decisions: Option<Arc<DecisionLog>>,
 }
 
+/// `options.alerts` is `None` without `--alerts-token-file`: `/v1/alerts` then answers 404.
 pub fn router(state: Arc<AgentState>, self_metrics: PrometheusHandle, options: Options) -> Router {
     let ctx = Ctx {
         state,
@@ -83,7 +87,9 @@ pub fn router(state: Arc<AgentState>, self_metrics: PrometheusHandle, options: O
         .route("/healthz", get(get_healthz))
         .merge(protected)
         .with_state(ctx)
+        // The webhook has its own, larger limit and says how to stay under it.
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
+        .merge(alerts::routes(options.alerts))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
@@ -249,6 +255,7 @@ mod tests {
         let example =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/load-node-a.json");
         let options = Options {
+            alerts: None,
             load: LoadFrom::File(example),
             token: Some(auth::TokenFile::open(&token_path).expect("a token")),
             decisions: Some(Arc::new(DecisionLog::new(
@@ -303,7 +310,7 @@ mod tests {
             let url = format!("{}{path}", s.base);
             let (status, body) = call(Method::GET, &url, None, vec![]).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
-            assert!(body.contains("bearer token"), "{body}");
+            assert!(body.contains("shared token"), "{body}");
             let (status, _) = call(Method::GET, &url, Some("wrong"), vec![]).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
             let (status, body) = call(Method::GET, &url, Some("t0k3n"), vec![]).await;

@@ -24,7 +24,11 @@ use crate::{
         names,
     },
     rebalance::Policy,
-    serve::{self, auth::TokenFile},
+    serve::{
+        self,
+        alerts::{AlertsConfig, Leadership},
+        auth::TokenFile,
+    },
     state::AgentState,
 };
 
@@ -111,6 +115,9 @@ pub struct Running {
     pub state: Arc<AgentState>,
     pub metrics: PrometheusHandle,
     pub load: serve::LoadFrom,
+    pub alerts: Option<AlertsConfig>,
+    /// Who leads, for the webhook (which only the leader acts on).
+    pub leadership: watch::Sender<Leadership>,
     pub serving_shutdown: watch::Receiver<bool>,
     pub stop_serving: watch::Sender<bool>,
 }
@@ -145,7 +152,7 @@ impl Setup {
                  the agents share (a Secret mounted as a file) that /v1/load requires"
             );
         };
-        let token = TokenFile::open(token_path)?;
+        let token = TokenFile::open(token_path).context("--load-token-file")?;
         let policy = match &c.policy {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -206,6 +213,7 @@ impl Setup {
         let address = running.listener.local_addr()?;
         let options = serve::Options {
             load: running.load,
+            alerts: running.alerts,
             token: Some(self.token.clone()),
             decisions: Some(decisions.clone()),
         };
@@ -238,6 +246,7 @@ impl Setup {
             role_tx,
         );
         let electing = tokio::spawn(elector.run(electing_shutdown));
+        tokio::spawn(publish_leadership(role.clone(), running.leadership));
 
         let settings = LeaderSettings {
             identity: self.identity.clone(),
@@ -284,6 +293,25 @@ impl Setup {
         running.stop_serving.send_replace(true);
         serving.await.context("HTTP server task failed")??;
         Ok(signal)
+    }
+}
+
+/// Mirrors the election's role on the webhook's leadership channel until the election ends.
+async fn publish_leadership(
+    mut role: watch::Receiver<Role>,
+    leadership: watch::Sender<Leadership>,
+) {
+    loop {
+        let published = match &*role.borrow_and_update() {
+            Role::Leader { term } => Leadership::Leader { term: *term },
+            Role::Candidate { holder } => Leadership::Follower {
+                leader: holder.clone(),
+            },
+        };
+        leadership.send_replace(published);
+        if role.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -224,7 +224,8 @@ fn a_deployment_pod_is_read_whole() {
         p.owner,
         Some(Owner {
             kind: "Deployment".into(),
-            name: "web".into()
+            name: "web".into(),
+            pod_management_policy: None,
         }),
         "the ReplicaSet is named as its Deployment"
     );
@@ -293,6 +294,7 @@ fn a_deployment_pod_is_read_whole() {
         "matchFields kept, on a key no node label has"
     );
     assert!(p.ready);
+    assert_eq!(p.has_readiness_probe, Some(false));
     assert_eq!(p.start_time, Timestamp(1_767_225_605));
     assert!(!p.mirror);
     assert_eq!(p.annotations["ballast.io/evict"], "true");
@@ -319,6 +321,7 @@ fn owners_other_than_deployments_keep_their_kind() {
         Some(Owner {
             kind: kind.into(),
             name: name.into(),
+            pod_management_policy: None,
         })
     };
     assert_eq!(
