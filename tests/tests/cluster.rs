@@ -147,11 +147,11 @@ fn a_partitioned_leader_stops_at_its_renew_deadline_and_leaderships_never_overla
         Scope::identity(&first).and_resource("leases"),
         Duration::from_secs(60),
     );
-    let second = eventually(timings.failover_bound() + Duration::from_secs(5), || {
+    let second_took = eventually(timings.failover_bound() + Duration::from_secs(5), || {
         Ok(takeover(&cluster.api.write_log(), &first, cut))
     })
-    .with_context(|| format!("nobody took over from {first}\n{}", cluster.logs(30)))?
-    .identity;
+    .with_context(|| format!("nobody took over from {first}\n{}", cluster.logs(30)))?;
+    let second = second_took.identity.clone();
     wait_eviction_by(&cluster, &second, cut, Duration::from_secs(10))?;
     ensure!(
         cluster.agent(&first)?.leader_gauge()? == Some(0.0),
@@ -166,11 +166,11 @@ fn a_partitioned_leader_stops_at_its_renew_deadline_and_leaderships_never_overla
     // 2. Cut off from the API altogether.
     let partitioned = SystemTime::now();
     faults.partition(&second, true);
-    let third = eventually(timings.failover_bound() + Duration::from_secs(5), || {
+    let third_took = eventually(timings.failover_bound() + Duration::from_secs(5), || {
         Ok(takeover(&cluster.api.write_log(), &second, partitioned))
     })
-    .with_context(|| format!("nobody took over from {second}\n{}", cluster.logs(30)))?
-    .identity;
+    .with_context(|| format!("nobody took over from {second}\n{}", cluster.logs(30)))?;
+    let third = third_took.identity.clone();
     wait_eviction_by(&cluster, &third, partitioned, Duration::from_secs(10))?;
     ensure!(
         cluster.agent(&second)?.leader_gauge()? == Some(0.0),
@@ -185,19 +185,28 @@ fn a_partitioned_leader_stops_at_its_renew_deadline_and_leaderships_never_overla
     );
 
     let log = cluster.api.write_log();
-    let last_lease_write = |identity: &str, before: SystemTime| {
+    let lease_writes = |identity: &str| -> Vec<SystemTime> {
         log.iter()
-            .filter(|r| is_lease_write(r) && r.identity == identity && r.wall <= before)
+            .filter(|r| is_lease_write(r) && r.identity == identity)
             .map(|r| r.wall)
-            .max()
+            .collect()
     };
-    for (identity, from) in [(&first, cut), (&second, partitioned)] {
-        let renewed = last_lease_write(identity, from)
+    // Each cut-off leader: from its last renewal before it was replaced until it wrote the Lease
+    // again (it may lead again later, legitimately), no eviction past the renew deadline.
+    for (identity, replaced) in [(&first, second_took.wall), (&second, third_took.wall)] {
+        let writes = lease_writes(identity);
+        let renewed = writes
+            .iter()
+            .copied()
+            .filter(|w| *w < replaced)
+            .max()
             .with_context(|| format!("{identity} never wrote the Lease"))?;
+        let regained = writes.iter().copied().find(|w| *w > replaced);
         let late: Vec<String> = log
             .iter()
             .filter(|r| cluster::is_decided_eviction(r) && r.identity == *identity)
             .filter(|r| r.wall > renewed + timings.renew_deadline + SLACK)
+            .filter(|r| regained.is_none_or(|again| r.wall < again))
             .map(|r| {
                 format!(
                     "{}/{} {} at +{:?}",
