@@ -447,6 +447,16 @@ pub struct ClusterAgent {
     child: Option<Child>,
 }
 
+/// The Downward API's variables of an agent pod (NODE_NAME, POD_NAME, POD_NAMESPACE), passed as
+/// a DaemonSet passes them.
+fn downward_env(agent: &ClusterAgent) -> [(&'static str, String); 3] {
+    [
+        ("NODE_NAME", agent.node.clone()),
+        ("POD_NAME", agent.identity.clone()),
+        ("POD_NAMESPACE", NAMESPACE.to_string()),
+    ]
+}
+
 impl ClusterAgent {
     fn spawn(&mut self) -> Result<()> {
         let log = File::options()
@@ -456,6 +466,7 @@ impl ClusterAgent {
             .with_context(|| format!("opening {}", self.log.display()))?;
         let child = Command::new(ballast_bin()?)
             .args(&self.args)
+            .envs(downward_env(self))
             .env("RUST_LOG", "info")
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null())
@@ -848,12 +859,6 @@ impl Cluster {
                 "agent".into(),
                 "--kubeconfig".into(),
                 path(&kubeconfig),
-                "--node-name".into(),
-                node.name.clone(),
-                "--pod-name".into(),
-                identity.clone(),
-                "--pod-namespace".into(),
-                NAMESPACE.into(),
                 "--listen".into(),
                 address.to_string(),
                 "--load-from".into(),
