@@ -468,6 +468,8 @@ impl ClusterAgent {
             .args(&self.args)
             .envs(downward_env(self))
             .env("RUST_LOG", "info")
+            // Plain text in the log files.
+            .env("NO_COLOR", "1")
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
