@@ -167,6 +167,7 @@ fn cluster(nodes: usize) -> ClusterSnapshot {
                     }
                     .to_owned(),
                     name: app.clone(),
+                    pod_management_policy: None,
                 }),
                 labels: BTreeMap::from([("app".to_owned(), app)]),
                 annotations: BTreeMap::new(),
@@ -183,6 +184,7 @@ fn cluster(nodes: usize) -> ClusterSnapshot {
                 node_selector: BTreeMap::new(),
                 required_affinity: Vec::new(),
                 ready: true,
+                has_readiness_probe: None,
                 start_time: Timestamp(NOW.0 - 86_400),
                 mirror: false,
             });

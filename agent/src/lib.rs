@@ -3,6 +3,7 @@
 //! and tries them on a simulated cluster (sim).
 
 pub mod cli;
+pub mod cluster;
 pub mod collect;
 pub mod load;
 pub mod rebalance;

@@ -1,8 +1,12 @@
 //! `ballast`: the node agent and its command-line tools.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
-use ballast::cli::{agent::AgentArgs, plan::PlanArgs, simulate::SimulateArgs, top::TopArgs};
+use ballast::cli::{
+    agent::AgentArgs, check::CheckArgs, plan::PlanArgs, simulate::SimulateArgs, top::TopArgs,
+};
 
 #[derive(Parser)]
 #[command(
@@ -25,13 +29,25 @@ enum Command {
     Plan(PlanArgs),
     /// Try the planner on a simulated cluster, side by side with the descheduler's baseline.
     Simulate(SimulateArgs),
+    /// Report, per workload of a captured snapshot, whether Ballast can move it and why not;
+    /// exit 1 when some workload is at or above --fail-on, 2 on bad input.
+    Check(CheckArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
         Command::Agent(args) => ballast::cli::agent::run(args),
         Command::Top(args) => ballast::cli::top::run(args),
         Command::Plan(args) => ballast::cli::plan::run(args),
         Command::Simulate(args) => ballast::cli::simulate::run(args),
+        // Its own exit statuses: 0 / 1 by --fail-on, 2 when it could not run.
+        Command::Check(args) => return ballast::cli::check::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error:?}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -1,9 +1,10 @@
 //! What the agent knows right now: the last snapshot, the load of the last window and how the
 //! signals are measured. Written by the collection loop, read by the HTTP handlers.
 
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::{
+    cluster::names::PodDirectory,
     collect::{ebpf::RunStatsReport, sample::Mode, sample::Snapshot},
     load::{
         model::{LoadModel, Scores},
@@ -38,6 +39,8 @@ pub struct AgentState {
     pub interval_seconds: f64,
     view: RwLock<View>,
     model: Mutex<LoadModel>,
+    /// Names of this node's pods (cluster mode; empty otherwise).
+    names: RwLock<Arc<PodDirectory>>,
 }
 
 impl AgentState {
@@ -57,6 +60,7 @@ impl AgentState {
             interval_seconds,
             view: RwLock::new(View::default()),
             model: Mutex::new(LoadModel::new(ScoreConfig::default())),
+            names: RwLock::new(Arc::default()),
         }
     }
 
@@ -93,6 +97,21 @@ impl AgentState {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         view.failed_collections += 1;
+    }
+
+    /// The pod names known now (cheap: shared, replaced whole by [`AgentState::set_names`]).
+    pub fn names(&self) -> Arc<PodDirectory> {
+        self.names
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_names(&self, directory: PodDirectory) {
+        *self
+            .names
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(directory);
     }
 
     /// A copy of the current view (cheap enough at a scrape every few seconds, and it keeps the

@@ -302,6 +302,7 @@ fn the_daemonset_runs_with_least_privilege() -> Result<()> {
         assert!(secret["data"][key].is_string(), "the Secret has no {key}");
     }
     assert!(args.contains(&format!("--load-token-file={tokens}/load-token").as_str()));
+    assert!(args.contains(&format!("--alerts-token-file={tokens}/alerts-token").as_str()));
     let config_map = find(&objects, "ConfigMap")?;
     let policy_volume = volumes
         .iter()

@@ -5,28 +5,56 @@
 //! satisfied by a single round: the round is then planned as if every node abnormal now had been
 //! abnormal for `classification.abnormal_rounds` rounds (the table says so). With `--state` the
 //! memory is used as it is, and `--state-out` writes the next one, to replay rounds.
+//!
+//! `--from-cluster` captures the snapshot itself, as the leader does (nodes, pods and PDBs from
+//! the API, every agent's /v1/load), and plans with the leader's memory from the ConfigMap
+//! `ballast-state` when there is one; `--save` writes the captured snapshot for `--snapshot`.
 
-use std::{
-    fmt::Write as _,
-    io::Write as _,
-    path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::{fmt::Write as _, io::Write as _, path::PathBuf, sync::Arc};
 
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
+use k8s_openapi::api::{
+    core::v1::{Node, Pod},
+    policy::v1::PodDisruptionBudget,
+};
+use kube::{api::ListParams, Api};
 
-use crate::rebalance::{
-    plan,
-    plan::{NodeReport, Plan},
-    ClusterSnapshot, Policy, RebalanceState, Timestamp,
+use super::{
+    agent::parse_duration,
+    input,
+    text::{snake, table, Format},
+};
+use crate::{
+    cluster::{
+        capture::capture,
+        client,
+        gather::{AgentLoads, AgentSelector, Gatherer, AGENT_SELECTOR},
+        memory::StateStore,
+    },
+    rebalance::{
+        plan,
+        plan::{NodeReport, Plan},
+        ClusterSnapshot, RebalanceState,
+    },
+    serve::auth::TokenFile,
 };
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["snapshot", "from_cluster"])))]
 pub struct PlanArgs {
     /// Captured cluster snapshot, JSON (format: agent/src/rebalance/README.md).
     #[arg(long)]
-    pub snapshot: PathBuf,
+    pub snapshot: Option<PathBuf>,
+    /// Capture the snapshot from the cluster now: the API (nodes, pods, PDBs) and every agent's
+    /// /v1/load (the agents' pod IPs must be reachable: run it in the cluster).
+    #[arg(long)]
+    pub from_cluster: bool,
+    /// Write the captured snapshot here (JSON, for --snapshot); with --from-cluster only.
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: FromCluster,
     /// Policy, TOML; every field has a default (defaults when absent).
     #[arg(long)]
     pub policy: Option<PathBuf>,
@@ -44,38 +72,65 @@ pub struct PlanArgs {
     pub now: Option<i64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
+/// How `--from-cluster` reaches the API and the agents.
+#[derive(Args, Debug)]
+pub struct FromCluster {
+    /// kubeconfig (else KUBECONFIG, else the pod's service account).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The agents' namespace (default: the kubeconfig's).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// The token the agents share (their Secret), sent to /v1/load.
+    #[arg(long, value_name = "PATH", env = "BALLAST_LOAD_TOKEN_FILE")]
+    pub load_token_file: Option<PathBuf>,
+    /// Label selector of the agents' pods.
+    #[arg(long, default_value = AGENT_SELECTOR)]
+    pub agent_selector: AgentSelector,
+    #[arg(long, default_value_t = 9477)]
+    pub agent_port: u16,
+    /// How long to wait for one agent.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub gather_timeout: std::time::Duration,
+    /// Loads older than this are stale (default: three of the agent's intervals).
+    #[arg(long, value_parser = parse_duration)]
+    pub load_max_age: Option<std::time::Duration>,
 }
 
 pub fn run(args: PlanArgs) -> Result<()> {
-    let snapshot: ClusterSnapshot = read_json(&args.snapshot, "cluster snapshot")?;
-    snapshot
-        .validate()
-        .with_context(|| format!("{} cannot be planned on", args.snapshot.display()))?;
-    let mut policy = match &args.policy {
-        Some(path) => Policy::from_toml(&read(path, "policy")?)
-            .with_context(|| format!("{} is not a usable policy", path.display()))?,
-        None => Policy::default(),
-    };
-    let state = match &args.state {
-        Some(path) => read_json(path, "planner state")?,
+    if args.save.is_some() && !args.from_cluster {
+        anyhow::bail!(
+            "--save writes a snapshot captured with --from-cluster; --snapshot already is one"
+        );
+    }
+    let (snapshot, cluster_state) = match &args.snapshot {
+        Some(path) => (input::snapshot(path)?, None),
         None => {
+            let (snapshot, state) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime failed")?
+                .block_on(capture_from_cluster(&args.cluster))?;
+            if let Some(path) = &args.save {
+                let text = serde_json::to_string_pretty(&snapshot)?;
+                std::fs::write(path, text + "\n")
+                    .with_context(|| format!("cannot write the snapshot to {}", path.display()))?;
+                eprintln!("snapshot saved to {}", path.display());
+            }
+            (snapshot, state)
+        }
+    };
+    let mut policy = input::policy(args.policy.as_deref())?;
+    let remembered = args.state.is_some() || cluster_state.is_some();
+    let state = match (&args.state, cluster_state) {
+        (Some(path), _) => input::read_json(path, "planner state")?,
+        (None, Some(state)) => state,
+        (None, None) => {
             policy.classification.abnormal_rounds = 1;
             RebalanceState::default()
         }
     };
-    let now = match args.now {
-        Some(seconds) => Timestamp(seconds),
-        None => Timestamp(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .context("the system clock is before 1970; pass --now")?
-                .as_secs() as i64,
-        ),
-    };
+    let now = input::now(args.now)?;
     let (plan, next) = plan(&snapshot, &state, &policy, now);
     if let Some(path) = &args.state_out {
         let text = serde_json::to_string_pretty(&next)?;
@@ -89,7 +144,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
             writeln!(out)?;
         }
         Format::Table => {
-            if args.state.is_none() {
+            if !remembered {
                 writeln!(
                     out,
                     "(no --state: nodes abnormal now are treated as abnormal for long enough)"
@@ -101,19 +156,77 @@ pub fn run(args: PlanArgs) -> Result<()> {
     Ok(())
 }
 
-fn read(path: &Path, what: &str) -> Result<String> {
-    std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the {what} file {}", path.display()))
+/// The snapshot as the leader would capture it now, and the leader's memory if it has one.
+async fn capture_from_cluster(
+    args: &FromCluster,
+) -> Result<(ClusterSnapshot, Option<RebalanceState>)> {
+    let api = client::connect(args.kubeconfig.as_deref()).await?;
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| api.default_namespace.clone());
+    let nodes: Vec<Node> = list_all(&Api::all(api.client.clone()), &api, "nodes").await?;
+    let pods: Vec<Pod> = list_all(&Api::all(api.client.clone()), &api, "pods").await?;
+    let pdbs: Vec<PodDisruptionBudget> =
+        list_all(&Api::all(api.client.clone()), &api, "poddisruptionbudgets").await?;
+    let token = match &args.load_token_file {
+        Some(path) => Some(TokenFile::open(path).context("--load-token-file")?),
+        None => None,
+    };
+    let loads = AgentLoads {
+        gatherer: Gatherer::new(args.gather_timeout),
+        namespace: namespace.clone(),
+        selector: args.agent_selector.clone(),
+        port: args.agent_port,
+        token,
+        max_age: args.load_max_age,
+    };
+    let nodes: Vec<Arc<Node>> = nodes.into_iter().map(Arc::new).collect();
+    let pods: Vec<Arc<Pod>> = pods.into_iter().map(Arc::new).collect();
+    let (gathered, excluded) = loads.collect(&nodes, &pods).await;
+    for (node, (reason, detail)) in &excluded {
+        eprintln!("node {node} left out ({reason}): {detail}");
+    }
+    let captured = capture(
+        nodes.iter().map(|n| n.as_ref()),
+        pods.iter().map(|p| p.as_ref()),
+        &pdbs,
+        gathered,
+    );
+    for problem in &captured.problems {
+        eprintln!("{problem}");
+    }
+    let mut store = StateStore::new(
+        Api::namespaced(api.client.clone(), &namespace),
+        String::new(),
+    );
+    let state = match store.load().await {
+        Ok(state) => state,
+        Err(why) => {
+            eprintln!("{why}; planning without the leader's memory");
+            None
+        }
+    };
+    Ok((captured.snapshot, state))
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
-    let text = read(path, what)?;
-    serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{} is not a valid {what} (format: agent/src/rebalance/README.md)",
-            path.display()
-        )
-    })
+/// Every object of a kind, 500 per page as the watches list them.
+async fn list_all<K>(api: &Api<K>, client: &client::ApiClient, what: &str) -> Result<Vec<K>>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut params = ListParams::default().limit(500);
+    let mut all = Vec::new();
+    loop {
+        let page = api.list(&params).await.map_err(|error| {
+            anyhow::anyhow!(client::explain(&error, &format!("listing {what}"), client))
+        })?;
+        all.extend(page.items);
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(all),
+        }
+    }
 }
 
 /// The plan as text: a summary line, then evictions, nodes and skipped pods, each with reasons.
@@ -192,6 +305,16 @@ pub fn render(plan: &Plan) -> String {
             .collect();
         table(&mut out, ["POD", "NODE", "REASON", ""], &rows, &details);
     }
+    if !plan.expired_in_flight.is_empty() {
+        let _ = writeln!(out, "\nGAVE UP WAITING (limits.in_flight_timeout_seconds)");
+        for e in &plan.expired_in_flight {
+            let _ = writeln!(
+                out,
+                "{}: {} evicted from {} at {} has no Ready replacement; the workload may be moved again",
+                e.workload.0, e.pod, e.source, e.evicted_at
+            );
+        }
+    }
     if plan.evictions.is_empty() && plan.nodes.is_empty() {
         let _ = writeln!(out, "\nnothing to do: no node is abnormal");
     }
@@ -208,58 +331,24 @@ fn node_row(n: &NodeReport) -> [String; 4] {
     ]
 }
 
-/// The serde name of a reason or status (`no_destination`), as in the JSON output.
-fn snake<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-/// Aligned columns, each row followed by its detail line, indented.
-fn table(out: &mut String, header: [&str; 4], rows: &[[String; 4]], details: &[&str]) {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: [&str; 4]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        padded.join("  ").trim_end().to_owned()
-    };
-    let _ = writeln!(out, "{}", line(header));
-    for (row, detail) in rows.iter().zip(details) {
-        let _ = writeln!(
-            out,
-            "{}",
-            line([&row[0], &row[1], &row[2], &row[3]].map(String::as_str))
-        );
-        let _ = writeln!(out, "    {detail}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::rebalance::{ClusterSnapshot, Policy, Timestamp};
 
     fn example() -> ClusterSnapshot {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/snapshot.json");
-        read_json(&path, "cluster snapshot").expect("the shipped example parses")
+        input::snapshot(&path).expect("the shipped example is usable")
     }
 
     #[test]
     fn the_shipped_example_plans_and_renders_every_section() {
-        let snapshot = example();
-        assert_eq!(snapshot.validate(), Ok(()));
         let mut policy = Policy::default();
         policy.classification.abnormal_rounds = 1;
         let (plan, _) = plan(
-            &snapshot,
+            &example(),
             &RebalanceState::default(),
             &policy,
             Timestamp(1_795_400_000),
@@ -280,29 +369,25 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_example_policy_is_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/policy.toml");
-        let text = read(&path, "policy").expect("the shipped policy is readable");
-        assert_eq!(Policy::from_toml(&text).ok(), Some(Policy::default()));
-    }
-
-    #[test]
-    fn malformed_files_name_the_file_and_the_problem() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("snap.json");
-        std::fs::write(&path, r#"{"nodes": [{"name": "a"}], "pods": []}"#).expect("written");
-        let err = read_json::<ClusterSnapshot>(&path, "cluster snapshot").err();
-        let text = err.map(|e| format!("{e:#}")).unwrap_or_default();
-        assert!(
-            text.contains("snap.json is not a valid cluster snapshot"),
-            "{text}"
+    fn evictions_given_up_on_are_shown() {
+        let (mut plan, _) = plan(
+            &example(),
+            &RebalanceState::default(),
+            &Policy::default(),
+            Timestamp(1_795_400_000),
         );
-        assert!(text.contains("missing field `allocatable`"), "{text}");
-        let missing =
-            read_json::<ClusterSnapshot>(&dir.path().join("absent.json"), "cluster snapshot");
-        let text = missing.err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(!render(&plan).contains("GAVE UP WAITING"));
+        plan.expired_in_flight
+            .push(crate::rebalance::plan::ExpiredInFlight {
+                workload: crate::rebalance::snapshot::WorkloadKey::new("shop", "Deployment", "api"),
+                pod: "api-7f9c".to_owned(),
+                source: "worker-1".to_owned(),
+                evicted_at: Timestamp(1_795_399_000),
+            });
+        let text = render(&plan);
+        assert!(text.contains("GAVE UP WAITING"), "{text}");
         assert!(
-            text.contains("cannot read the cluster snapshot file"),
+            text.contains("shop/Deployment/api: api-7f9c evicted from worker-1"),
             "{text}"
         );
     }

@@ -29,6 +29,9 @@ pub struct TopArgs {
     /// Rows to show (default: as many as fit the terminal).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// An agent in a cluster wants the shared token (its Secret's file) as a bearer token.
+    #[arg(long, value_name = "PATH", env = "BALLAST_LOAD_TOKEN_FILE")]
+    pub load_token_file: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: TopArgs) -> Result<()> {
@@ -38,8 +41,16 @@ pub fn run(args: TopArgs) -> Result<()> {
             .timeout_global(Some(Duration::from_secs(3)))
             .build(),
     );
+    let token = match &args.load_token_file {
+        Some(path) => Some(crate::serve::auth::TokenFile::open(path)?),
+        None => None,
+    };
     loop {
-        let fetched = fetch(&agent, &url);
+        let authorization = token
+            .as_ref()
+            .map(|t| t.read().map(|t| t.authorization()))
+            .transpose()?;
+        let fetched = fetch(&agent, &url, authorization);
         let mut out = std::io::stdout().lock();
         if args.once {
             let load = fetched?;
@@ -67,11 +78,21 @@ pub fn run(args: TopArgs) -> Result<()> {
     }
 }
 
-fn fetch(agent: &ureq::Agent, url: &str) -> Result<LoadResponse> {
-    let mut response = agent
-        .get(url)
-        .call()
-        .with_context(|| format!("cannot read {url}; is `ballast agent --standalone` running? (--agent sets the address)"))?;
+fn fetch(
+    agent: &ureq::Agent,
+    url: &str,
+    authorization: Option<http::HeaderValue>,
+) -> Result<LoadResponse> {
+    let mut request = agent.get(url);
+    if let Some(authorization) = authorization {
+        request = request.header(http::header::AUTHORIZATION, authorization);
+    }
+    let mut response = request.call().with_context(|| {
+        format!(
+            "cannot read {url}; is `ballast agent` running? (--agent sets the address; an agent \
+             in a cluster needs --load-token-file)"
+        )
+    })?;
     response
         .body_mut()
         .read_json::<LoadResponse>()

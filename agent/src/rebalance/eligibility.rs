@@ -1,11 +1,12 @@
 //! Whether a pod on a source node may be moved at all, whatever the limits: one rule per skip
-//! reason, checked in a fixed order so that the first reason found is the one reported.
+//! reason, in a fixed order. The planner takes the first reason found ([`check`]); the
+//! migratability report takes every one ([`refusals`]).
 
 use super::{
-    limits::cooling_down,
+    limits::{arrived_within_window, cooling_down},
     plan::SkipReason,
-    policy::{EligibilityPolicy, EVICT_ANNOTATION},
-    snapshot::{Pod, Timestamp},
+    policy::{CooldownPolicy, EligibilityPolicy, EVICT_ANNOTATION},
+    snapshot::{Owner, Pod, Timestamp},
     state::WorkloadMemory,
 };
 
@@ -17,6 +18,25 @@ pub struct WorkloadView<'a> {
     /// Pods of the workload in the snapshot.
     pub pods: u32,
     pub memory: Option<&'a WorkloadMemory>,
+}
+
+impl<'a> WorkloadView<'a> {
+    /// The view of a workload with these pods (all of them, pending ones too) and this memory.
+    pub fn of<'p>(
+        members: impl IntoIterator<Item = &'p Pod>,
+        memory: Option<&'a WorkloadMemory>,
+    ) -> Self {
+        let (mut ready, mut pods) = (0u32, 0u32);
+        for member in members {
+            pods = pods.saturating_add(1);
+            ready = ready.saturating_add(u32::from(member.ready));
+        }
+        Self {
+            ready,
+            pods,
+            memory,
+        }
+    }
 }
 
 /// A rule that said no.
@@ -33,107 +53,234 @@ fn refuse(reason: SkipReason, detail: impl Into<String>) -> Result<(), Refusal> 
     })
 }
 
-/// Checks every eligibility rule in order. `ballast.io/evict: "false"` refuses; `"true"` lifts
-/// the rules a policy sets by default for the general case (namespace lists, StatefulSets
-/// disallowed, local storage, extended resources), never the ones that protect the cluster or the
-/// workload (mirror, DaemonSet, no controller, critical priority, readiness, age, in flight,
-/// replicas, cooldown).
+/// What one rule looks at.
+struct Subject<'a> {
+    pod: &'a Pod,
+    workload: &'a WorkloadView<'a>,
+    policy: &'a EligibilityPolicy,
+    /// The backoff window of the came-back rule.
+    cooldown: &'a CooldownPolicy,
+    now: Timestamp,
+    /// The value of `ballast.io/evict`.
+    annotation: Option<&'a str>,
+    /// `ballast.io/evict: "true"`.
+    opted_in: bool,
+}
+
+type Rule = fn(&Subject<'_>) -> Result<(), Refusal>;
+
+/// Every rule, in the order the planner reports them. `ballast.io/evict: "false"` refuses;
+/// `"true"` lifts the rules a policy sets by default for the general case (namespace lists,
+/// StatefulSets disallowed, local storage, extended resources), never the ones that protect the
+/// cluster or the workload (mirror, DaemonSet, no controller, critical priority, readiness, age,
+/// in flight, replicas, cooldown, came back). The rules about a workload say nothing of a pod
+/// without a controller: [`no_controller`] already refuses it.
+const RULES: [Rule; 16] = [
+    mirror,
+    daemon_set,
+    no_controller,
+    critical_priority,
+    opted_out,
+    namespace,
+    statefulsets_disallowed,
+    local_storage,
+    extended_resources,
+    not_ready,
+    too_young,
+    in_flight,
+    statefulset_unsettled,
+    min_replicas,
+    cooldown,
+    came_back,
+];
+
+/// The first rule that refuses the pod, in the order of [`RULES`].
 pub fn check(
     pod: &Pod,
     workload: &WorkloadView<'_>,
     policy: &EligibilityPolicy,
+    cooldown: &CooldownPolicy,
     now: Timestamp,
 ) -> Result<(), Refusal> {
-    let kind = pod.owner.as_ref().map(|o| o.kind.as_str());
-    if pod.mirror || kind == Some("Node") {
+    let subject = Subject::new(pod, workload, policy, cooldown, now);
+    RULES.iter().try_for_each(|rule| rule(&subject))
+}
+
+/// Every rule that refuses the pod, in the order of [`RULES`].
+pub fn refusals(
+    pod: &Pod,
+    workload: &WorkloadView<'_>,
+    policy: &EligibilityPolicy,
+    cooldown: &CooldownPolicy,
+    now: Timestamp,
+) -> Vec<Refusal> {
+    let subject = Subject::new(pod, workload, policy, cooldown, now);
+    RULES
+        .iter()
+        .filter_map(|rule| rule(&subject).err())
+        .collect()
+}
+
+impl<'a> Subject<'a> {
+    fn new(
+        pod: &'a Pod,
+        workload: &'a WorkloadView<'a>,
+        policy: &'a EligibilityPolicy,
+        cooldown: &'a CooldownPolicy,
+        now: Timestamp,
+    ) -> Self {
+        let annotation = pod.annotations.get(EVICT_ANNOTATION).map(String::as_str);
+        Self {
+            pod,
+            workload,
+            policy,
+            cooldown,
+            now,
+            annotation,
+            opted_in: annotation == Some("true"),
+        }
+    }
+
+    /// The controller, for the rules about a workload; a pod without one passes them.
+    fn owner(&self) -> Option<&'a Owner> {
+        self.pod.owner.as_ref()
+    }
+
+    fn kind(&self) -> Option<&'a str> {
+        self.owner().map(|o| o.kind.as_str())
+    }
+}
+
+fn mirror(s: &Subject<'_>) -> Result<(), Refusal> {
+    if s.pod.mirror || s.kind() == Some("Node") {
         return refuse(
             SkipReason::Mirror,
             "static pod mirrored by the kubelet: only its manifest on the node can move it",
         );
     }
-    if kind == Some("DaemonSet") {
+    Ok(())
+}
+
+fn daemon_set(s: &Subject<'_>) -> Result<(), Refusal> {
+    if s.kind() == Some("DaemonSet") {
         return refuse(
             SkipReason::DaemonSet,
             "DaemonSet pod: it belongs on this node",
         );
     }
-    let Some(owner) = &pod.owner else {
+    Ok(())
+}
+
+fn no_controller(s: &Subject<'_>) -> Result<(), Refusal> {
+    if s.pod.owner.is_none() {
         return refuse(
             SkipReason::NoController,
             "no controller: nothing would recreate it after eviction",
         );
-    };
-    if pod.priority >= policy.critical_priority {
+    }
+    Ok(())
+}
+
+fn critical_priority(s: &Subject<'_>) -> Result<(), Refusal> {
+    if s.pod.priority >= s.policy.critical_priority {
         return refuse(
             SkipReason::SystemCritical,
             format!(
                 "priority {} is at or above the critical priority {}",
-                pod.priority, policy.critical_priority
+                s.pod.priority, s.policy.critical_priority
             ),
         );
     }
-    let annotation = pod.annotations.get(EVICT_ANNOTATION).map(String::as_str);
-    if annotation == Some("false") {
+    Ok(())
+}
+
+fn opted_out(s: &Subject<'_>) -> Result<(), Refusal> {
+    if s.annotation == Some("false") {
         return refuse(
             SkipReason::OptedOut,
             format!("annotation {EVICT_ANNOTATION}: \"false\""),
         );
     }
-    let opted_in = annotation == Some("true");
-    if !opted_in {
-        if !policy.namespaces_include.is_empty()
-            && !policy.namespaces_include.contains(&pod.namespace)
-        {
-            return refuse(
-                SkipReason::Namespace,
-                format!(
-                    "namespace {} is not in eligibility.namespaces_include",
-                    pod.namespace
-                ),
-            );
-        }
-        if policy.namespaces_exclude.contains(&pod.namespace) {
-            return refuse(
-                SkipReason::Namespace,
-                format!(
-                    "namespace {} is in eligibility.namespaces_exclude",
-                    pod.namespace
-                ),
-            );
-        }
-        if owner.kind == "StatefulSet" && !policy.allow_statefulsets {
-            return refuse(
-                SkipReason::StatefulSetsDisallowed,
-                "StatefulSet pod and eligibility.allow_statefulsets is false",
-            );
-        }
-        if !policy.allow_local_storage && pod.volumes.iter().any(|v| v.is_local_storage()) {
-            return refuse(
-                SkipReason::LocalStorage,
-                "has emptyDir or hostPath volumes (data stays behind); eligibility.allow_local_storage is false",
-            );
-        }
-        if !policy.allow_extended_resources && pod.extended_requests() {
-            return refuse(
-                SkipReason::ExtendedResources,
-                "requests GPUs or other extended resources; eligibility.allow_extended_resources is false",
-            );
-        }
+    Ok(())
+}
+
+fn namespace(s: &Subject<'_>) -> Result<(), Refusal> {
+    if s.opted_in {
+        return Ok(());
     }
-    if !pod.ready {
-        return refuse(SkipReason::NotReady, "not Ready");
-    }
-    let age = now.seconds_since(pod.start_time);
-    if age < i64::try_from(policy.min_pod_age_seconds).unwrap_or(i64::MAX) {
+    let (namespace, policy) = (&s.pod.namespace, s.policy);
+    if !policy.namespaces_include.is_empty() && !policy.namespaces_include.contains(namespace) {
         return refuse(
-            SkipReason::TooYoung,
-            format!(
-                "started {age} s ago, eligibility.min_pod_age_seconds is {}",
-                policy.min_pod_age_seconds
-            ),
+            SkipReason::Namespace,
+            format!("namespace {namespace} is not in eligibility.namespaces_include"),
         );
     }
-    if let Some(in_flight) = workload.memory.and_then(|m| m.in_flight.as_ref()) {
+    if policy.namespaces_exclude.contains(namespace) {
+        return refuse(
+            SkipReason::Namespace,
+            format!("namespace {namespace} is in eligibility.namespaces_exclude"),
+        );
+    }
+    Ok(())
+}
+
+fn statefulsets_disallowed(s: &Subject<'_>) -> Result<(), Refusal> {
+    if !s.opted_in && s.kind() == Some("StatefulSet") && !s.policy.allow_statefulsets {
+        return refuse(
+            SkipReason::StatefulSetsDisallowed,
+            "StatefulSet pod and eligibility.allow_statefulsets is false",
+        );
+    }
+    Ok(())
+}
+
+fn local_storage(s: &Subject<'_>) -> Result<(), Refusal> {
+    if !s.opted_in
+        && !s.policy.allow_local_storage
+        && s.pod.volumes.iter().any(|v| v.is_local_storage())
+    {
+        return refuse(
+            SkipReason::LocalStorage,
+            "has emptyDir or hostPath volumes (data stays behind); eligibility.allow_local_storage is false",
+        );
+    }
+    Ok(())
+}
+
+fn extended_resources(s: &Subject<'_>) -> Result<(), Refusal> {
+    if !s.opted_in && !s.policy.allow_extended_resources && s.pod.extended_requests() {
+        return refuse(
+            SkipReason::ExtendedResources,
+            "requests GPUs or other extended resources; eligibility.allow_extended_resources is false",
+        );
+    }
+    Ok(())
+}
+
+fn not_ready(s: &Subject<'_>) -> Result<(), Refusal> {
+    if !s.pod.ready {
+        return refuse(SkipReason::NotReady, "not Ready");
+    }
+    Ok(())
+}
+
+fn too_young(s: &Subject<'_>) -> Result<(), Refusal> {
+    let age = s.now.seconds_since(s.pod.start_time);
+    let min_age = s.policy.min_pod_age_seconds;
+    if age < i64::try_from(min_age).unwrap_or(i64::MAX) {
+        return refuse(
+            SkipReason::TooYoung,
+            format!("started {age} s ago, eligibility.min_pod_age_seconds is {min_age}"),
+        );
+    }
+    Ok(())
+}
+
+fn in_flight(s: &Subject<'_>) -> Result<(), Refusal> {
+    if s.owner().is_none() {
+        return Ok(());
+    }
+    if let Some(in_flight) = s.workload.memory.and_then(|m| m.in_flight.as_ref()) {
         return refuse(
             SkipReason::InFlight,
             format!(
@@ -142,37 +289,78 @@ pub fn check(
             ),
         );
     }
-    if owner.kind == "StatefulSet" && workload.ready < workload.pods {
+    Ok(())
+}
+
+fn statefulset_unsettled(s: &Subject<'_>) -> Result<(), Refusal> {
+    let Some(owner) = s.owner().filter(|o| o.kind == "StatefulSet") else {
+        return Ok(());
+    };
+    let w = s.workload;
+    if w.ready < w.pods {
         return refuse(
             SkipReason::StatefulSetUnsettled,
             format!(
                 "StatefulSet {} has {} of {} pods Ready: one at a time",
-                owner.name, workload.ready, workload.pods
+                owner.name, w.ready, w.pods
             ),
         );
     }
-    if workload.ready < policy.min_replicas {
+    Ok(())
+}
+
+fn min_replicas(s: &Subject<'_>) -> Result<(), Refusal> {
+    let Some(owner) = s.owner() else {
+        return Ok(());
+    };
+    if s.workload.ready < s.policy.min_replicas {
         return refuse(
             SkipReason::MinReplicas,
             format!(
                 "{} {} has {} Ready replicas, eligibility.min_replicas is {}",
-                owner.kind, owner.name, workload.ready, policy.min_replicas
+                owner.kind, owner.name, s.workload.ready, s.policy.min_replicas
             ),
         );
     }
-    if let Some(memory) = workload.memory {
-        if let Some(until) = cooling_down(memory, now) {
-            return refuse(
-                SkipReason::Cooldown,
-                format!(
-                    "{} {} rests until {until} ({} s more; {} recent repeat evictions)",
-                    owner.kind,
-                    owner.name,
-                    until.seconds_since(now),
-                    memory.strikes
-                ),
-            );
-        }
+    Ok(())
+}
+
+fn cooldown(s: &Subject<'_>) -> Result<(), Refusal> {
+    let (Some(owner), Some(memory)) = (s.owner(), s.workload.memory) else {
+        return Ok(());
+    };
+    if let Some(until) = cooling_down(memory, s.now) {
+        return refuse(
+            SkipReason::Cooldown,
+            format!(
+                "{} {} rests until {until} ({} s more; {} recent repeat evictions)",
+                owner.kind,
+                owner.name,
+                until.seconds_since(s.now),
+                memory.strikes
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn came_back(s: &Subject<'_>) -> Result<(), Refusal> {
+    let (Some(owner), Some(memory)) = (s.owner(), s.workload.memory) else {
+        return Ok(());
+    };
+    let arrival = s
+        .pod
+        .node
+        .as_deref()
+        .and_then(|node| arrived_within_window(memory, s.cooldown, node, s.now));
+    if let Some(arrival) = arrival {
+        return refuse(
+            SkipReason::CameBack,
+            format!(
+                "{} {} was moved onto {} at {}: moving it off again within limits.cooldown.window_seconds ({} s) would be ping-pong",
+                owner.kind, owner.name, arrival.node, arrival.at, s.cooldown.window_seconds
+            ),
+        );
     }
     Ok(())
 }
@@ -183,7 +371,7 @@ mod tests {
     use crate::rebalance::{
         fixtures::pod,
         snapshot::{Owner, VolumeKind},
-        state::InFlight,
+        state::{Arrival, InFlight},
     };
 
     const NOW: Timestamp = Timestamp(10_000);
@@ -197,7 +385,9 @@ mod tests {
     }
 
     fn reason(p: &Pod, w: &WorkloadView<'_>, policy: &EligibilityPolicy) -> Option<SkipReason> {
-        check(p, w, policy, NOW).err().map(|r| r.reason)
+        check(p, w, policy, &CooldownPolicy::default(), NOW)
+            .err()
+            .map(|r| r.reason)
     }
 
     fn with_owner(kind: &str) -> Pod {
@@ -205,6 +395,7 @@ mod tests {
         p.owner = Some(Owner {
             kind: kind.to_owned(),
             name: "web".to_owned(),
+            pod_management_policy: None,
         });
         p
     }
@@ -218,6 +409,54 @@ mod tests {
                 &EligibilityPolicy::default()
             ),
             None
+        );
+    }
+
+    #[test]
+    fn refusals_lists_every_rule_that_says_no_and_check_the_first() {
+        let policy = EligibilityPolicy::default();
+        let mut p = pod("web-1", "n");
+        assert!(refusals(&p, &healthy(), &policy, &CooldownPolicy::default(), NOW).is_empty());
+        p.volumes = vec![VolumeKind::EmptyDir];
+        p.requests.extended.insert("nvidia.com/gpu".to_owned(), 1);
+        p.ready = false;
+        let members = [p.clone(), pod("web-2", "n")];
+        let w = WorkloadView::of(&members, None);
+        assert_eq!((w.ready, w.pods), (1, 2));
+        let all: Vec<SkipReason> = refusals(&p, &w, &policy, &CooldownPolicy::default(), NOW)
+            .into_iter()
+            .map(|r| r.reason)
+            .collect();
+        assert_eq!(
+            all,
+            [
+                SkipReason::LocalStorage,
+                SkipReason::ExtendedResources,
+                SkipReason::NotReady,
+                SkipReason::MinReplicas
+            ]
+        );
+        assert_eq!(reason(&p, &w, &policy), Some(SkipReason::LocalStorage));
+        // Nothing about a workload for a pod without one.
+        p.owner = None;
+        let all: Vec<SkipReason> = refusals(
+            &p,
+            &WorkloadView::default(),
+            &policy,
+            &CooldownPolicy::default(),
+            NOW,
+        )
+        .into_iter()
+        .map(|r| r.reason)
+        .collect();
+        assert_eq!(
+            all,
+            [
+                SkipReason::NoController,
+                SkipReason::LocalStorage,
+                SkipReason::ExtendedResources,
+                SkipReason::NotReady
+            ]
         );
     }
 
@@ -427,5 +666,47 @@ mod tests {
             ..healthy()
         };
         assert_eq!(reason(&pod("web-1", "n"), &w, &policy), None);
+    }
+
+    #[test]
+    fn workload_moved_onto_this_node_within_the_window() {
+        let window = CooldownPolicy::default().window_seconds as i64;
+        let memory = WorkloadMemory {
+            arrivals: vec![Arrival {
+                node: "n".to_owned(),
+                at: Timestamp(NOW.0 - window + 1),
+            }],
+            ..WorkloadMemory::default()
+        };
+        let w = WorkloadView {
+            memory: Some(&memory),
+            ..healthy()
+        };
+        let policy = EligibilityPolicy::default();
+        let refusal = check(
+            &pod("web-1", "n"),
+            &w,
+            &policy,
+            &CooldownPolicy::default(),
+            NOW,
+        )
+        .err();
+        assert_eq!(
+            refusal.as_ref().map(|r| r.reason),
+            Some(SkipReason::CameBack)
+        );
+        let detail = refusal.map(|r| r.detail).unwrap_or_default();
+        assert!(detail.contains("moved onto n"), "{detail}");
+        // Elsewhere, or once the window has passed, it may move.
+        assert_eq!(reason(&pod("web-2", "m"), &w, &policy), None);
+        let later = Timestamp(NOW.0 + 1);
+        let refusal = check(
+            &pod("web-1", "n"),
+            &w,
+            &policy,
+            &CooldownPolicy::default(),
+            later,
+        );
+        assert!(refusal.is_ok(), "{refusal:?}");
     }
 }

@@ -4,13 +4,37 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
-use super::snapshot::{
-    ClusterSnapshot, LabelSelector, Node, NodeLoad, Owner, Pdb, Pod, PodLoad, Qos, Resources,
-    Taint, TaintEffect, Timestamp, Toleration, TolerationOperator,
+use super::{
+    plan::SkipReason,
+    snapshot::{
+        ClusterSnapshot, LabelSelector, Node, NodeLoad, Owner, Pdb, Pod, PodLoad, Qos, Resources,
+        Taint, TaintEffect, Timestamp, Toleration, TolerationOperator,
+    },
 };
 use crate::load::score::ResourceLoad;
 
 pub const GIB: u64 = 1 << 30;
+
+/// The skip reasons of the eligibility rules (the others are about load, limits and
+/// destinations).
+pub const ELIGIBILITY_REASONS: [SkipReason; 16] = [
+    SkipReason::Mirror,
+    SkipReason::DaemonSet,
+    SkipReason::NoController,
+    SkipReason::SystemCritical,
+    SkipReason::OptedOut,
+    SkipReason::Namespace,
+    SkipReason::LocalStorage,
+    SkipReason::ExtendedResources,
+    SkipReason::NotReady,
+    SkipReason::TooYoung,
+    SkipReason::StatefulSetsDisallowed,
+    SkipReason::StatefulSetUnsettled,
+    SkipReason::InFlight,
+    SkipReason::MinReplicas,
+    SkipReason::Cooldown,
+    SkipReason::CameBack,
+];
 
 /// A ready node with `cpu_millicores` and `memory_bytes` allocatable.
 pub fn node(name: &str, cpu_millicores: u64, memory_bytes: u64) -> Node {
@@ -40,6 +64,7 @@ pub fn pod(name: &str, node: &str) -> Pod {
         owner: Some(Owner {
             kind: "Deployment".to_owned(),
             name: workload.to_owned(),
+            pod_management_policy: None,
         }),
         labels: BTreeMap::from([("app".to_owned(), workload.to_owned())]),
         annotations: BTreeMap::new(),
@@ -56,6 +81,7 @@ pub fn pod(name: &str, node: &str) -> Pod {
         node_selector: BTreeMap::new(),
         required_affinity: Vec::new(),
         ready: true,
+        has_readiness_probe: Some(true),
         start_time: Timestamp(0),
         mirror: false,
     }
@@ -143,8 +169,8 @@ pub fn cluster() -> impl Strategy<Value = ClusterSnapshot> {
                     p.node = Some(name.clone());
                     let app = format!("w{}", generated.workload);
                     p.owner = p.owner.map(|o| Owner {
-                        kind: o.kind,
                         name: app.clone(),
+                        ..o
                     });
                     p.labels.insert("app".to_owned(), app);
                     used_cores += generated.cores;
@@ -198,6 +224,7 @@ fn pod_strategy() -> impl Strategy<Value = GeneratedPod> {
                 p.owner = Some(Owner {
                     kind: kind.to_owned(),
                     name: String::new(),
+                    pod_management_policy: None,
                 });
                 p.ready = ready;
                 p.qos = qos;

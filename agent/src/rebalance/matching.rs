@@ -1,11 +1,11 @@
 //! Kubernetes matching rules the planner needs: taints against tolerations, nodeSelector and
-//! required node affinity against node labels, PDB label selectors against pod labels.
+//! required node affinity against node labels, PDBs against the pods they cover.
 
 use std::collections::BTreeMap;
 
 use super::snapshot::{
-    LabelSelector, LabelSelectorOperator, Node, NodeSelectorOperator, NodeSelectorRequirement, Pod,
-    Taint, TaintEffect,
+    LabelSelector, LabelSelectorOperator, Node, NodeSelectorOperator, NodeSelectorRequirement, Pdb,
+    Pod, Taint, TaintEffect,
 };
 
 /// Why a node cannot take a pod, before resources and load are looked at.
@@ -78,6 +78,11 @@ fn node_requirement(r: &NodeSelectorRequirement, labels: &BTreeMap<String, Strin
         NodeSelectorOperator::Gt => compare(std::cmp::Ordering::Greater),
         NodeSelectorOperator::Lt => compare(std::cmp::Ordering::Less),
     }
+}
+
+/// Whether `pdb` covers `pod`: same namespace, and its selector selects the pod's labels.
+pub fn covers(pdb: &Pdb, pod: &Pod) -> bool {
+    pdb.namespace == pod.namespace && selects(&pdb.selector, &pod.labels)
 }
 
 /// Whether `selector` selects a pod with `labels` (the namespace is checked by the caller).

@@ -4,16 +4,19 @@
 //! - [`snapshot`]: the input data (nodes, pods, PDBs, the agents' load);
 //! - [`policy`]: thresholds, eligibility and limits, read from TOML;
 //! - [`state`]: what is remembered between rounds (hysteresis, cooldowns, token bucket);
-//! - [`plan`]: the output types and [`plan::plan`], the round itself.
+//! - [`plan`]: the output types and [`plan::plan`], the round itself;
+//! - [`migratability`]: the report of `ballast check`, whether each workload can be moved and why
+//!   not, by the same rules.
 
 mod classify;
 mod eligibility;
 mod explain;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 mod limits;
 mod loads;
 mod matching;
+pub mod migratability;
 pub mod plan;
 pub mod policy;
 mod predict;

@@ -29,6 +29,10 @@ pub struct Plan {
     /// Nodes that are sources, on their way to becoming one, or left out; normal nodes are only
     /// counted in the summary.
     pub nodes: Vec<NodeReport>,
+    /// Evictions in flight given up on this round: no Ready replacement within
+    /// `limits.in_flight_timeout_seconds`, so their workloads may be moved again.
+    #[serde(default)]
+    pub expired_in_flight: Vec<ExpiredInFlight>,
     pub summary: Summary,
 }
 
@@ -81,6 +85,15 @@ pub struct Eviction {
     pub reason: String,
 }
 
+/// An eviction whose replacement never became Ready in time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiredInFlight {
+    pub workload: WorkloadKey,
+    pub pod: String,
+    pub source: String,
+    pub evicted_at: Timestamp,
+}
+
 /// A node the pod fits on, with its load before and predicted after placement.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Destination {
@@ -125,6 +138,9 @@ pub enum SkipReason {
     InFlight,
     MinReplicas,
     Cooldown,
+    /// Its workload was moved onto this node within the backoff window: moving it off again
+    /// would be ping-pong.
+    CameBack,
     /// A covering PodDisruptionBudget allows no more disruptions.
     Pdb,
     /// No load measured for the pod: its effect cannot be predicted.

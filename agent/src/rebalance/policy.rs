@@ -126,6 +126,10 @@ pub struct Limits {
     pub per_node: u32,
     /// Evictions per namespace per round (default 5).
     pub per_namespace: u32,
+    /// An eviction whose replacement is not Ready after this long stops blocking the next one of
+    /// its workload (default 600 s): the replacement may be stuck Pending or crash-looping, and
+    /// one lost pod must not hold its workload forever. The PDBs and the cooldown still apply.
+    pub in_flight_timeout_seconds: u64,
     pub token_bucket: TokenBucketPolicy,
     pub cooldown: CooldownPolicy,
 }
@@ -140,16 +144,19 @@ pub struct TokenBucketPolicy {
     pub refill_per_minute: f64,
 }
 
-/// After an eviction a workload rests; if it is evicted again within `window_seconds` (it came
-/// back to a hot node), the rest doubles each time up to `max_seconds`.
+/// After an eviction a workload rests `base_seconds`; each time it comes back to a hot node (it is
+/// evicted again from a node one of its replacements arrived on within `window_seconds`, or a
+/// replacement arrives on a source or on the node it left) the rest doubles, up to
+/// `max_seconds`; a window without that clears the doubling (see `limits`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CooldownPolicy {
-    /// Default 600 s.
+    /// Default 120 s: the replacement's start plus two half-lives of the load model, so that the
+    /// next eviction of the workload is decided on load that shows the previous one.
     pub base_seconds: u64,
     /// Default 21600 s (6 h).
     pub max_seconds: u64,
-    /// Default 3600 s.
+    /// Default 3600 s: how long arrivals and strikes are remembered.
     pub window_seconds: u64,
 }
 
@@ -242,6 +249,7 @@ impl Default for Limits {
             per_round: 10,
             per_node: 2,
             per_namespace: 5,
+            in_flight_timeout_seconds: 600,
             token_bucket: TokenBucketPolicy::default(),
             cooldown: CooldownPolicy::default(),
         }
@@ -260,7 +268,7 @@ impl Default for TokenBucketPolicy {
 impl Default for CooldownPolicy {
     fn default() -> Self {
         Self {
-            base_seconds: 600,
+            base_seconds: 120,
             max_seconds: 21_600,
             window_seconds: 3_600,
         }
@@ -355,6 +363,11 @@ impl Policy {
                 return Err(PolicyError::Zero { field });
             }
         }
+        if l.in_flight_timeout_seconds == 0 {
+            return Err(PolicyError::Zero {
+                field: "limits.in_flight_timeout_seconds",
+            });
+        }
         non_negative(
             "limits.token_bucket.refill_per_minute".to_owned(),
             l.token_bucket.refill_per_minute,
@@ -432,7 +445,7 @@ mod tests {
     #[test]
     fn each_invalid_field_is_named() {
         type Change = fn(&mut Policy);
-        let cases: [(Change, &str); 8] = [
+        let cases: [(Change, &str); 9] = [
             (
                 |p| p.classification.abnormal_rounds = 0,
                 "classification.abnormal_rounds",
@@ -450,6 +463,10 @@ mod tests {
                 "selection.weights.cpu",
             ),
             (|p| p.limits.per_node = 0, "limits.per_node"),
+            (
+                |p| p.limits.in_flight_timeout_seconds = 0,
+                "limits.in_flight_timeout_seconds",
+            ),
             (
                 |p| p.limits.token_bucket.refill_per_minute = -1.0,
                 "limits.token_bucket.refill_per_minute",

@@ -10,7 +10,7 @@ use super::{
     classify::Thresholds,
     fixtures::cluster,
     loads::Loads,
-    matching::{placeable, selects},
+    matching::{covers, placeable},
     plan::{plan, Figures, Plan},
     policy::Policy,
     snapshot::{ClusterSnapshot, Timestamp},
@@ -114,7 +114,7 @@ fn check_invariants(snapshot: &ClusterSnapshot, policy: &Policy, plan: &Plan) {
             .evictions
             .iter()
             .map(|e| pods_by_uid[e.pod.uid.as_str()])
-            .filter(|p| p.namespace == pdb.namespace && selects(&pdb.selector, &p.labels))
+            .filter(|p| covers(pdb, p))
             .count();
         assert!(
             disrupted <= pdb.disruptions_allowed as usize,

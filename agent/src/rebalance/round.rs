@@ -16,12 +16,12 @@ use super::{
     classify::{step, Thresholds, Verdict},
     eligibility::{self, WorkloadView},
     explain::{describe_resource, describe_source, eviction_reason, Rejections},
-    limits::{record_eviction, refill, worth_keeping},
+    limits::{in_flight_expired, record_arrival, record_eviction, refill, worth_keeping},
     loads::Loads,
-    matching::{placeable, selects, soft_taints, Mismatch},
+    matching::{covers, placeable, soft_taints, Mismatch},
     plan::{
-        Destination, Eviction, NodeReport, NodeSkip, NodeStatus, Plan, PodRef, PodSkip, SkipReason,
-        Summary,
+        Destination, Eviction, ExpiredInFlight, NodeReport, NodeSkip, NodeStatus, Plan, PodRef,
+        PodSkip, SkipReason, Summary,
     },
     policy::Policy,
     predict::{median_slopes, NodeModel, Usage},
@@ -125,6 +125,16 @@ struct Ranked {
     after: Loads,
 }
 
+/// What became of an eviction in flight.
+enum Settled {
+    /// Its replacement is Ready on this node; `true`: a hot one (a source, or where it left).
+    Arrived(String, bool),
+    /// The workload has no pods any more.
+    Gone,
+    /// No Ready replacement within the timeout.
+    Expired,
+}
+
 /// A key that sorts like `f64::total_cmp`, for ordered sets of scores.
 fn order_key(value: f64) -> u64 {
     let bits = value.to_bits();
@@ -157,6 +167,8 @@ struct Round<'a> {
     nodes: Vec<NodeEntry<'a>>,
     /// Pod indices by [`workload_hash`].
     workloads: FastMap<u64, Vec<usize>>,
+    /// Node indices by name (filled with the pods).
+    node_index: FastMap<&'a str, usize>,
     thresholds: Thresholds,
     /// Median pressure slopes, for destinations without their own.
     floor: [f64; 3],
@@ -166,6 +178,7 @@ struct Round<'a> {
     destination_keys: Vec<Option<u64>>,
     next: RebalanceState,
     evictions: Vec<Eviction>,
+    expired_in_flight: Vec<ExpiredInFlight>,
     skipped: Vec<PodSkip>,
     reports: Vec<NodeReport>,
     pods_considered: usize,
@@ -228,12 +241,14 @@ impl<'a> Round<'a> {
             per_node: vec![0; nodes.len()],
             nodes,
             workloads: FastMap::default(),
+            node_index: FastMap::default(),
             thresholds,
             floor,
             destinations: BTreeSet::new(),
             destination_keys: Vec::new(),
             next,
             evictions: Vec::new(),
+            expired_in_flight: Vec::new(),
             skipped: Vec::new(),
             reports: Vec::new(),
             pods_considered: 0,
@@ -360,12 +375,13 @@ impl<'a> Round<'a> {
             return;
         }
         let snapshot = self.snapshot;
-        let index: FastMap<&str, usize> = snapshot
+        self.node_index = snapshot
             .nodes
             .iter()
             .enumerate()
             .map(|(i, n)| (n.name.as_str(), i))
             .collect();
+        let index = &self.node_index;
         for (i, pod) in snapshot.pods.iter().enumerate() {
             if let Some(owner) = &pod.owner {
                 self.workloads
@@ -388,10 +404,13 @@ impl<'a> Round<'a> {
         }
     }
 
-    /// Clears the in-flight eviction of every workload that has a Ready pod started since (its
-    /// replacement), or no pods at all any more.
+    /// Settles the evictions in flight. One is released when its workload has a Ready pod
+    /// started since the eviction (its replacement: the earliest such, where it arrived; see
+    /// [`record_arrival`]) or no pods any more, and given up on after
+    /// `limits.in_flight_timeout_seconds` without a replacement.
     fn release_in_flight(&mut self) {
-        let released: Vec<WorkloadKey> = self
+        let timeout = self.policy.limits.in_flight_timeout_seconds;
+        let settled: Vec<(WorkloadKey, Settled)> = self
             .next
             .workloads
             .iter()
@@ -404,19 +423,54 @@ impl<'a> Round<'a> {
                     parts.next().unwrap_or_default(),
                 );
                 let mut members = self.members(id).peekable();
-                let gone = members.peek().is_none();
-                let replaced = gone
-                    || members.any(|pod| {
+                if members.peek().is_none() {
+                    return Some((key.clone(), Settled::Gone));
+                }
+                let replacement = members
+                    .filter(|pod| {
                         pod.ready
+                            && pod.node.is_some()
                             && pod.uid != in_flight.pod_uid
                             && pod.start_time >= in_flight.evicted_at
-                    });
-                replaced.then(|| key.clone())
+                    })
+                    .min_by(|a, b| a.start_time.cmp(&b.start_time).then(a.uid.cmp(&b.uid)));
+                match replacement {
+                    Some(pod) => {
+                        let node = pod.node.as_deref().unwrap_or_default();
+                        let hot = node == in_flight.source
+                            || self
+                                .node_index
+                                .get(node)
+                                .is_some_and(|i| !self.nodes[*i].source.is_empty());
+                        Some((key.clone(), Settled::Arrived(node.to_owned(), hot)))
+                    }
+                    None if in_flight_expired(in_flight, timeout, self.now) => {
+                        Some((key.clone(), Settled::Expired))
+                    }
+                    None => None,
+                }
             })
             .collect();
-        for key in released {
-            if let Some(memory) = self.next.workloads.get_mut(&key) {
-                memory.in_flight = None;
+        let cooldown = &self.policy.limits.cooldown;
+        for (key, settled) in settled {
+            let Some(memory) = self.next.workloads.get_mut(&key) else {
+                continue;
+            };
+            match settled {
+                Settled::Arrived(node, hot) => {
+                    *memory = record_arrival(memory, cooldown, self.now, &node, hot);
+                }
+                Settled::Gone => memory.in_flight = None,
+                Settled::Expired => {
+                    if let Some(in_flight) = memory.in_flight.take() {
+                        self.expired_in_flight.push(ExpiredInFlight {
+                            workload: key,
+                            pod: in_flight.pod_name,
+                            source: in_flight.source,
+                            evicted_at: in_flight.evicted_at,
+                        });
+                    }
+                }
             }
         }
     }
@@ -552,8 +606,14 @@ impl<'a> Round<'a> {
         for i in pods {
             let pod = &snapshot.pods[i];
             let view = self.workload_view(pod);
-            if let Err(refusal) = eligibility::check(pod, &view, &self.policy.eligibility, self.now)
-            {
+            let policy = self.policy;
+            if let Err(refusal) = eligibility::check(
+                pod,
+                &view,
+                &policy.eligibility,
+                &policy.limits.cooldown,
+                self.now,
+            ) {
                 self.skip(pod, source, refusal.reason, refusal.detail);
                 continue;
             }
@@ -620,16 +680,10 @@ impl<'a> Round<'a> {
         let Some(id) = workload_id(pod) else {
             return WorkloadView::default();
         };
-        let (mut ready, mut pods) = (0u32, 0u32);
-        for member in self.members(id) {
-            pods = pods.saturating_add(1);
-            ready = ready.saturating_add(u32::from(member.ready));
-        }
-        WorkloadView {
-            ready,
-            pods,
-            memory: pod.workload().and_then(|key| self.next.workloads.get(&key)),
-        }
+        WorkloadView::of(
+            self.members(id),
+            pod.workload().and_then(|key| self.next.workloads.get(&key)),
+        )
     }
 
     /// The limits that change within the round: one per workload, per node, per namespace, per
@@ -703,7 +757,7 @@ impl<'a> Round<'a> {
             .into_iter()
             .flatten()
             .copied()
-            .filter(move |i| selects(&self.snapshot.pdbs[*i].selector, &pod.labels))
+            .filter(move |i| covers(&self.snapshot.pdbs[*i], pod))
     }
 
     /// The destinations that fit, best first, at most `destinations_reported`.
@@ -920,6 +974,7 @@ impl<'a> Round<'a> {
             evictions: self.evictions,
             skipped_pods: self.skipped,
             nodes: self.reports,
+            expired_in_flight: self.expired_in_flight,
             summary,
         };
         (plan, self.next)

@@ -164,6 +164,19 @@ pub struct Owner {
     /// `Deployment`, `ReplicaSet`, `StatefulSet`, `DaemonSet`, `Job`, `Node` (static pods), ...
     pub kind: String,
     pub name: String,
+    /// StatefulSets only: `spec.podManagementPolicy`. `None` when the capture did not say; it is
+    /// then unknown, not Kubernetes' default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_management_policy: Option<PodManagementPolicy>,
+}
+
+/// How a StatefulSet controller creates and replaces its pods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PodManagementPolicy {
+    /// One at a time, in ordinal order, each waiting for the previous to be Ready (the default).
+    OrderedReady,
+    /// All at once, no ordering.
+    Parallel,
 }
 
 /// Kubernetes QoS class, in eviction order: best effort goes first.
@@ -256,6 +269,11 @@ pub struct Pod {
     pub required_affinity: Vec<NodeSelectorTerm>,
     /// The `Ready` condition is `True`.
     pub ready: bool,
+    /// Some container declares a readiness probe, so Ready waits for it (`Some(true)`); none does,
+    /// so Ready only means the containers started (`Some(false)`). `None` when the capture did not
+    /// say: unknown, never assumed either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_readiness_probe: Option<bool>,
     /// `status.startTime`.
     pub start_time: Timestamp,
     /// A mirror pod (static pod managed by the kubelet; `kubernetes.io/config.mirror`).

@@ -38,19 +38,23 @@ pub struct Hysteresis {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkloadMemory {
-    /// The latest eviction planned for this workload.
-    #[serde(default)]
-    pub last_eviction: Option<Timestamp>,
     /// No eviction before this.
     #[serde(default)]
     pub cooldown_until: Option<Timestamp>,
-    /// Evictions that came within the backoff window of the previous one; each doubles the
-    /// cooldown.
+    /// Times the workload came back to a hot node (see [`super::limits`]); each doubles the
+    /// cooldown. Cleared by a backoff window without one.
     #[serde(default)]
     pub strikes: u32,
+    /// The latest strike.
+    #[serde(default)]
+    pub last_strike: Option<Timestamp>,
     /// The eviction whose replacement is not Ready yet; blocks the next one.
     #[serde(default)]
     pub in_flight: Option<InFlight>,
+    /// Where its replacements were seen Ready within the backoff window, oldest first, one
+    /// entry per node: being evicted from one of them again is coming back to a hot node.
+    #[serde(default)]
+    pub arrivals: Vec<Arrival>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +63,13 @@ pub struct InFlight {
     pub pod_name: String,
     pub source: String,
     pub evicted_at: Timestamp,
+}
+
+/// A replacement seen Ready on `node` at `at` (the round that released its eviction).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Arrival {
+    pub node: String,
+    pub at: Timestamp,
 }
 
 /// Tokens left and when they were last counted. `updated: None` means a full bucket.

@@ -9,8 +9,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::exposition::{Exposition, MetricKind};
 use crate::{
+    cluster::names::PodDirectory,
     collect::{
-        cgroup::identity::{Identity, QosClass, Workload},
+        cgroup::identity::{Identity, KubeNames, QosClass, Workload},
         cgroupfs::memory::MemoryStat,
         cgroupfs::Throttling,
         sample::{CgroupCpu, CgroupMemory, Mode, Snapshot},
@@ -107,14 +108,14 @@ pub fn describe_self_metrics(state: &AgentState) {
     }
 }
 
-/// The whole `/metrics` body.
-pub fn render(view: &View, self_metrics: &PrometheusHandle) -> String {
+/// The whole `/metrics` body; containers of pods in `names` are labelled with their names.
+pub fn render(view: &View, names: &PodDirectory, self_metrics: &PrometheusHandle) -> String {
     let mut out = Exposition::new();
     if let Some(snapshot) = &view.snapshot {
         let labels: Vec<Labels> = snapshot
             .cgroups
             .values()
-            .map(|entry| container_labels(&entry.identity))
+            .map(|entry| container_labels(&entry.identity, names.names(&entry.identity)))
             .collect();
         let cpu: Vec<(&Labels, &CgroupCpu)> = labels
             .iter()
@@ -180,17 +181,32 @@ pub fn render(view: &View, self_metrics: &PrometheusHandle) -> String {
     out.finish()
 }
 
-fn container_labels(identity: &Identity) -> Labels {
+/// `cgroup`, `workload`, then `namespace`, `pod` and `container` where the API named them, the
+/// raw `pod_uid` and `container_id` where it did not, and `qos`.
+fn container_labels(identity: &Identity, names: Option<KubeNames>) -> Labels {
     let labels = identity_labels(identity);
     let mut out = vec![
         ("cgroup", identity.path.clone()),
         ("workload", labels.workload.to_string()),
     ];
-    if let Some(uid) = labels.pod_uid {
-        out.push(("pod_uid", uid));
-    }
-    if let Some(id) = labels.container_id {
-        out.push(("container_id", id));
+    match names {
+        Some(names) => {
+            out.push(("namespace", names.namespace));
+            out.push(("pod", names.pod));
+            match (names.container, labels.container_id) {
+                (Some(container), _) => out.push(("container", container)),
+                (None, Some(id)) => out.push(("container_id", id)),
+                (None, None) => {}
+            }
+        }
+        None => {
+            if let Some(uid) = labels.pod_uid {
+                out.push(("pod_uid", uid));
+            }
+            if let Some(id) = labels.container_id {
+                out.push(("container_id", id));
+            }
+        }
     }
     if let Some(qos) = labels.qos {
         out.push(("qos", qos.to_string()));
@@ -518,5 +534,63 @@ fn render_node(out: &mut Exposition, snapshot: &Snapshot) {
         for (kind, value) in switch_kinds(rq) {
             out.sample(&[("kind", kind)], value as f64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::cgroup::identity::identify;
+
+    const POD: &str = "0b6e5d3c-1111-2222-3333-444455556666";
+    const CONTAINER: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    fn keys(labels: &Labels) -> Vec<&str> {
+        labels.iter().map(|(k, _)| *k).collect()
+    }
+
+    #[test]
+    fn names_replace_the_raw_ids_where_known() {
+        let path = format!("/kubepods/burstable/pod{POD}/{CONTAINER}");
+        let identity = identify(&path);
+        let raw = container_labels(&identity, None);
+        assert_eq!(
+            keys(&raw),
+            ["cgroup", "workload", "pod_uid", "container_id", "qos"]
+        );
+        let named = container_labels(
+            &identity,
+            Some(KubeNames {
+                namespace: "shop".into(),
+                pod: "web-1".into(),
+                container: Some("app".into()),
+            }),
+        );
+        assert_eq!(
+            keys(&named),
+            ["cgroup", "workload", "namespace", "pod", "container", "qos"]
+        );
+        assert_eq!(named[2].1, "shop");
+        assert_eq!(named[4].1, "app");
+        // The sandbox: the pod is known, the container is not listed by the API.
+        let sandbox = container_labels(
+            &identity,
+            Some(KubeNames {
+                namespace: "shop".into(),
+                pod: "web-1".into(),
+                container: None,
+            }),
+        );
+        assert_eq!(
+            keys(&sandbox),
+            [
+                "cgroup",
+                "workload",
+                "namespace",
+                "pod",
+                "container_id",
+                "qos"
+            ]
+        );
     }
 }

@@ -285,11 +285,16 @@ impl World {
         self.soft_tainted = nodes;
     }
 
-    /// Whether a replacement created by an eviction is not Ready yet.
-    pub fn in_flight(&self, workload: usize) -> bool {
-        self.pods
-            .values()
-            .any(|p| p.workload == workload && p.evicted_from.is_some() && !p.ready())
+    /// Whether a replacement created by an eviction less than `timeout` seconds before `now` is
+    /// not Ready yet (older ones no longer block, as in the planner's
+    /// `limits.in_flight_timeout_seconds`).
+    pub fn in_flight(&self, workload: usize, now: u64, timeout: u64) -> bool {
+        self.pods.values().any(|p| {
+            p.workload == workload
+                && p.evicted_from.is_some()
+                && !p.ready()
+                && p.created_at.saturating_add(timeout) > now
+        })
     }
 
     /// Moves every pod along its lifecycle up to `now`; returns the pods bound in this step.
@@ -456,7 +461,8 @@ load = {}
             .expect("db")
             .0;
         world.evict(db, 0);
-        assert!(world.in_flight(1));
+        assert!(world.in_flight(1, 0, 600));
+        assert!(!world.in_flight(1, 600, 600), "timed out");
         let landings = world.advance(5, &mut rng);
         assert_eq!(landings[0].node, 0);
         world.set_soft_tainted(BTreeSet::new());

@@ -37,8 +37,8 @@ pub struct RunMetrics {
     pub limit_violations: u32,
     /// Rounds whose mean state met the target.
     pub balanced_rounds: u32,
-    /// The first round from which every later round met the target, at least
-    /// [`SETTLED_ROUNDS`] of them (0: balanced throughout).
+    /// The first round from which every later round met the target, at least the target's
+    /// `settled_rounds` of them (or the whole run, if shorter; 0: balanced throughout).
     pub balanced_from_round: Option<u32>,
     /// Evictions made before [`RunMetrics::balanced_from_round`].
     pub evictions_to_balance: Option<u32>,
@@ -52,10 +52,6 @@ pub struct Series {
     pub utilisation: Vec<Vec<f64>>,
     pub pressure: Vec<Vec<f64>>,
 }
-
-/// A run counts as on target from some round only if it stays there for at least this many
-/// rounds (or the whole run, if shorter): one lucky last round is not a result.
-pub const SETTLED_ROUNDS: usize = 5;
 
 /// Collects a run's figures tick by tick and round by round.
 #[derive(Debug)]
@@ -239,7 +235,9 @@ impl Recorder {
         let last_unbalanced = self.balanced.iter().rposition(|b| !b);
         m.balanced_from_round = match last_unbalanced {
             None => Some(0),
-            Some(last) if rounds - (last + 1) >= SETTLED_ROUNDS.min(rounds) => {
+            Some(last)
+                if rounds - (last + 1) >= (self.target.settled_rounds as usize).min(rounds) =>
+            {
                 Some(last as u32 + 1)
             }
             Some(_) => None,
@@ -285,19 +283,42 @@ mod tests {
         recorder.evicted(0, 0, 0, 60);
         recorder.tick(&[truth(1.0, 0.5), truth(0.4, 0.0)]);
         recorder.end_round();
-        for _ in 0..SETTLED_ROUNDS {
+        for _ in 0..Target::default().settled_rounds {
             recorder.tick(&[truth(0.6, 0.1), truth(0.6, 0.1)]);
             recorder.end_round();
         }
         let (metrics, series) = recorder.finish();
         assert_eq!(metrics.balanced_from_round, Some(2));
         assert_eq!(metrics.evictions_to_balance, Some(1));
-        assert_eq!(metrics.balanced_rounds, SETTLED_ROUNDS as u32);
+        assert_eq!(metrics.balanced_rounds, Target::default().settled_rounds);
         assert_eq!(metrics.node_seconds_above_target, 30);
         assert!((metrics.max_pressure - 0.8).abs() < 1e-12);
         assert!((metrics.final_max_pressure - 0.1).abs() < 1e-12);
         assert_eq!(metrics.final_utilisation_cv, 0.0);
-        assert_eq!(series.pressure.len(), 2 + SETTLED_ROUNDS);
+        assert_eq!(
+            series.pressure.len(),
+            2 + Target::default().settled_rounds as usize
+        );
+    }
+
+    #[test]
+    fn a_scenario_can_ask_for_a_longer_settle() {
+        let run = |settled_rounds| {
+            let target = Target {
+                settled_rounds,
+                ..Target::default()
+            };
+            let mut recorder = Recorder::new(target, 15, 1, vec!["web".into()]);
+            recorder.tick(&[truth(1.2, 0.8)]);
+            recorder.end_round();
+            for _ in 0..8 {
+                recorder.tick(&[truth(0.5, 0.1)]);
+                recorder.end_round();
+            }
+            recorder.finish().0.balanced_from_round
+        };
+        assert_eq!(run(8), Some(1));
+        assert_eq!(run(9), None, "8 balanced rounds are not 9");
     }
 
     #[test]

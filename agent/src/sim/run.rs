@@ -80,6 +80,7 @@ fn check_limits(
     limits: &Limits,
     evictions: &[u64],
     one_in_flight: bool,
+    now: u64,
 ) -> Vec<bool> {
     let mut per_node: BTreeMap<usize, u32> = BTreeMap::new();
     let mut per_namespace: BTreeMap<&str, u32> = BTreeMap::new();
@@ -96,8 +97,9 @@ fn check_limits(
             *node += 1;
             let in_namespace = per_namespace.entry(namespace).or_insert(0);
             *in_namespace += 1;
-            let second_in_flight =
-                one_in_flight && (!workloads.insert(pod.workload) || world.in_flight(pod.workload));
+            let second_in_flight = one_in_flight
+                && (!workloads.insert(pod.workload)
+                    || world.in_flight(pod.workload, now, limits.in_flight_timeout_seconds));
             index as u32 >= limits.per_round
                 || *node > limits.per_node
                 || *in_namespace > limits.per_namespace
@@ -177,6 +179,7 @@ pub fn run(
             &policy.limits,
             &evictions,
             contender == Contender::Ballast,
+            now,
         );
         for (uid, over_limit) in evictions.iter().zip(over_limit) {
             let Some(pod) = world.pods.get(uid) else {
@@ -337,18 +340,33 @@ mod tests {
     }
 
     #[test]
-    fn diurnal_imbalance_cuts_the_time_under_pressure() {
-        // With the default 10-minute cooldown per workload the two halves are not fully mixed
-        // within two days, so peaks still poke above the target: judged by the time above it
-        // (measured: about 0.55 of the baseline's).
-        let (ours, baseline) = outcomes("diurnal-imbalance");
-        safe(&ours);
-        assert_eq!(baseline.evictions, 0, "{baseline:?}");
+    fn diurnal_imbalance_is_mixed_and_stays_on_target_through_a_day() {
+        // Settled means on target for a whole period (the scenario's `settled_rounds`), peaks
+        // of both services included. The filler `web` is never moved back off a node it was
+        // just moved onto, which it would be at each peak otherwise.
+        let ours = ours_fixes_what_the_baseline_cannot_see("diurnal-imbalance");
         assert!(
-            ours.node_seconds_above_target * 3 <= baseline.node_seconds_above_target * 2,
-            "{ours:?} vs {baseline:?}"
+            ours.evictions_by_workload.contains_key("default/checkout")
+                && ours.evictions_by_workload.contains_key("default/reports"),
+            "{ours:?}"
         );
-        assert!(ours.balanced_rounds > baseline.balanced_rounds);
+    }
+
+    #[test]
+    fn a_big_workload_piled_onto_a_few_nodes_is_spread_at_the_in_flight_pace() {
+        // 60 api replicas on 6 of 60 nodes: many moves of one workload, none of them a repeat.
+        let ours = ours_fixes_what_the_baseline_cannot_see("rollout-at-scale");
+        assert!(
+            ours.evictions_by_workload
+                .get("default/api")
+                .is_some_and(|n| *n >= 10),
+            "{ours:?}"
+        );
+        assert!(
+            ours.balanced_from_round.is_some_and(|r| r <= 20),
+            "{ours:?}"
+        );
+        assert_eq!(ours.repeated_replicas, 0, "{ours:?}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 pub const MBIT: f64 = 125_000.0;
 
 /// The scenarios shipped in the repository, by name.
-pub const SHIPPED: [(&str, &str); 7] = [
+pub const SHIPPED: [(&str, &str); 8] = [
     (
         "rollout-hotspot",
         include_str!("scenarios/rollout-hotspot.toml"),
@@ -42,6 +42,10 @@ pub const SHIPPED: [(&str, &str); 7] = [
     (
         "over-requested",
         include_str!("scenarios/over-requested.toml"),
+    ),
+    (
+        "rollout-at-scale",
+        include_str!("scenarios/rollout-at-scale.toml"),
     ),
 ];
 
@@ -134,6 +138,10 @@ pub struct Target {
     pub max_deviation: Option<f64>,
     /// A replica evicted twice within this window counts as a repeat.
     pub repeat_window_seconds: u32,
+    /// Rounds a run must stay on target, to its end, to count as settled (default 5: one lucky
+    /// last round is not a result). A scenario whose load keeps moving sets one whole period of
+    /// it, so that a policy that does nothing cannot look settled in a trough.
+    pub settled_rounds: u32,
 }
 
 impl Default for Target {
@@ -142,6 +150,7 @@ impl Default for Target {
             max_pressure: 0.3,
             max_deviation: None,
             repeat_window_seconds: 1800,
+            settled_rounds: 5,
         }
     }
 }
@@ -352,6 +361,11 @@ impl Scenario {
             self.target.max_deviation.is_none_or(positive),
             "target.max_deviation",
             "must be a number > 0 (a share of capacity, e.g. 0.25)",
+        )?;
+        check(
+            self.target.settled_rounds > 0,
+            "target.settled_rounds",
+            "must be at least 1",
         )?;
         self.baseline
             .validate()

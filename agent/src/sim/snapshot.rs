@@ -104,6 +104,7 @@ pub fn capture(world: &World, loads: &Loads) -> ClusterSnapshot {
             owner: Some(Owner {
                 kind: kind.into(),
                 name: spec.name.clone(),
+                pod_management_policy: None,
             }),
             labels: BTreeMap::from([(APP_LABEL.to_string(), spec.name.clone())]),
             annotations: spec.annotations.clone(),
@@ -124,6 +125,7 @@ pub fn capture(world: &World, loads: &Loads) -> ClusterSnapshot {
             node_selector: spec.node_selector.clone(),
             required_affinity: Vec::new(),
             ready: pod.ready(),
+            has_readiness_probe: None,
             start_time: start,
             mirror: false,
         });

@@ -364,6 +364,7 @@ fn ineligible_pods_are_reported_with_their_reason() {
         p.owner = Some(crate::rebalance::snapshot::Owner {
             kind: "DaemonSet".to_owned(),
             name: "agent".to_owned(),
+            pod_management_policy: None,
         })
     });
     let plan = run(&s, &policy());
@@ -501,4 +502,101 @@ fn removed_nodes_are_forgotten() {
     without.nodes.retain(|n| n.name != "hot");
     let (_, state) = plan(&without, &state, &policy(), NOW);
     assert!(!state.nodes.contains_key("hot"));
+}
+
+fn web_memory(state: &RebalanceState) -> Option<&crate::rebalance::state::WorkloadMemory> {
+    state
+        .workloads
+        .get(&crate::rebalance::snapshot::WorkloadKey::new(
+            "default",
+            "Deployment",
+            "web",
+        ))
+}
+
+/// `s` after web-0's eviction: its replacement web-2 Ready on `node` since 30 s after `NOW`.
+fn replaced_on(s: &ClusterSnapshot, node: &str) -> ClusterSnapshot {
+    let mut replaced = s.clone();
+    replaced.pods.retain(|p| p.name != "web-0");
+    let mut web2 = pod("web-2", node);
+    web2.start_time = Timestamp(NOW.0 + 30);
+    replaced
+        .pod_loads
+        .insert(web2.uid.clone(), pod_load(1.2, GIB as f64));
+    replaced.pods.push(web2);
+    replaced
+}
+
+#[test]
+fn a_workload_is_not_moved_off_a_node_it_was_just_moved_onto() {
+    let s = cluster();
+    let (p, state) = plan(&s, &RebalanceState::default(), &policy(), NOW);
+    assert_eq!(evicted(&p), ["web-0"]);
+    let mut replaced = replaced_on(&s, "cold-b");
+    let (_, state) = plan(&replaced, &state, &policy(), Timestamp(NOW.0 + 60));
+    let memory = web_memory(&state);
+    assert!(
+        memory.is_some_and(|m| m.in_flight.is_none()
+            && m.strikes == 0
+            && m.arrivals.iter().any(|a| a.node == "cold-b")),
+        "{memory:?}"
+    );
+    // Ten minutes on, the load has shifted: cold-b is hot, `hot` is not.
+    replaced
+        .node_loads
+        .insert("cold-b".to_owned(), node_load(0.95, 0.5));
+    replaced
+        .node_loads
+        .insert("hot".to_owned(), node_load(0.3, 0.3));
+    let (p, _) = plan(&replaced, &state, &policy(), Timestamp(NOW.0 + 600));
+    assert_eq!(skip_of(&p, "web-2"), Some(SkipReason::CameBack), "{p:?}");
+    assert!(!evicted(&p).contains(&"web-2"));
+}
+
+#[test]
+fn a_replacement_arriving_back_on_its_source_is_a_strike() {
+    let s = cluster();
+    let (_, state) = plan(&s, &RebalanceState::default(), &policy(), NOW);
+    let later = Timestamp(NOW.0 + 60);
+    let (_, state) = plan(&replaced_on(&s, "hot"), &state, &policy(), later);
+    let memory = web_memory(&state);
+    let base = policy().limits.cooldown.base_seconds as i64;
+    assert!(
+        memory.is_some_and(|m| m.strikes == 1
+            && m.last_strike == Some(later)
+            && m.cooldown_until == Some(later.plus_seconds(2 * base))
+            && m.arrivals.is_empty()),
+        "{memory:?}"
+    );
+}
+
+#[test]
+fn an_eviction_in_flight_is_given_up_after_the_timeout() {
+    let mut s = cluster();
+    let web3 = pod("web-3", "hot");
+    s.pod_loads
+        .insert(web3.uid.clone(), pod_load(1.2, GIB as f64));
+    s.pods.push(web3);
+    let (p, state) = plan(&s, &RebalanceState::default(), &policy(), NOW);
+    let first = p.evictions[0].pod.name.clone();
+    let other = if first == "web-0" { "web-3" } else { "web-0" };
+    // The replacement is stuck Pending.
+    let mut stuck = s.clone();
+    stuck.pods.retain(|p| p.name != first);
+    let mut pending = pod("web-2", "cold-a");
+    pending.node = None;
+    pending.ready = false;
+    pending.start_time = NOW;
+    stuck.pods.push(pending);
+    let timeout = policy().limits.in_flight_timeout_seconds as i64;
+    let (p, waiting) = plan(&stuck, &state, &policy(), NOW.plus_seconds(timeout - 1));
+    assert_eq!(skip_of(&p, other), Some(SkipReason::InFlight));
+    assert!(p.expired_in_flight.is_empty());
+    let (p, after) = plan(&stuck, &waiting, &policy(), NOW.plus_seconds(timeout));
+    assert_eq!(p.expired_in_flight.len(), 1, "{p:?}");
+    assert_eq!(p.expired_in_flight[0].pod, first);
+    assert_eq!(p.expired_in_flight[0].source, "hot");
+    assert!(evicted(&p).contains(&other), "{p:?}");
+    assert!(web_memory(&after)
+        .is_some_and(|m| m.in_flight.as_ref().is_some_and(|f| f.pod_name == other)));
 }

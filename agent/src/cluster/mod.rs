@@ -1,0 +1,24 @@
+//! Talking to Kubernetes: the agent in a cluster (identity enrichment, authenticated /v1/load),
+//! leader election with fencing, and the leader's rounds (cluster view, load gathering, plan,
+//! evictions, soft taints, Events, durable planner memory).
+//!
+//! The pure parts (election decisions, the fence's rule, snapshot and load conversion, taint
+//! reconciliation, the state's size bound) are unit-tested beside their code; the I/O around them
+//! is thin.
+
+pub mod api_metrics;
+pub mod capture;
+pub mod client;
+pub mod decisions;
+pub mod election;
+pub mod execute;
+pub mod fence;
+pub mod gather;
+pub mod leader;
+pub mod loads;
+pub mod memory;
+pub mod metrics;
+pub mod names;
+pub mod quantity;
+pub mod taints;
+pub mod view;
