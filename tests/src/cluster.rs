@@ -983,8 +983,8 @@ impl Cluster {
         let mut leaders = Vec::new();
         for agent in self.agents.iter_mut().filter(|a| a.child.is_some()) {
             match agent.leader_gauge()? {
-                Some(v) if v == 1.0 => leaders.push(agent.identity.clone()),
-                Some(v) if v == 0.0 => {}
+                Some(1.0) => leaders.push(agent.identity.clone()),
+                Some(0.0) => {}
                 other => bail!("agent {} reports ballast_leader {other:?}", agent.identity),
             }
         }

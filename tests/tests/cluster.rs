@@ -353,6 +353,7 @@ fn an_imbalanced_cluster_converges_within_its_pdbs_and_the_hot_taint_comes_and_g
 /// - each round of the leader: one eviction (per_round 1) and its two Events, a taint patch and
 ///   its re-read per node (3 nodes: 6), the state ConfigMap written twice with a re-read each
 ///   (4): 13.
+///
 /// A client retrying in a loop (kube's own retries start 5 ms apart) makes hundreds a second.
 fn request_bound(timings: &Timings) -> f64 {
     let election = 4.0 / timings.retry_period.as_secs_f64();

@@ -28,8 +28,8 @@ use ballast_tests::{
 use serde_json::{json, Value};
 
 pub(crate) fn figures(which: Option<&str>) -> Result<String> {
-    let parts: [(&str, fn() -> Result<String>); 3] =
-        [("failover", failover), ("rates", rates), ("rounds", rounds)];
+    type Part = fn() -> Result<String>;
+    let parts: [(&str, Part); 3] = [("failover", failover), ("rates", rates), ("rounds", rounds)];
     if which.is_some_and(|w| parts.iter().all(|(name, _)| *name != w)) {
         bail!("--figures takes one of failover, rates, rounds (or nothing for all three)");
     }
