@@ -292,7 +292,7 @@ fn rounds() -> Result<String> {
     let rounds = decisions["rounds"].as_array().cloned().unwrap_or_default();
     let mut out = String::new();
     writeln!(out, "### Leader round at 1,000 nodes / 30,000 pods\n")?;
-    writeln!(out, "1 real agent (the leader) and 999 simulated ones (the harness's in-process server answers their /v1/load: 30 containers per document, made once); 3,000 ReplicaSets of 10, 1,000 PDBs, 50 nodes at 94 % CPU, at most 10 evictions a round (2 per node). Seeding and starting took {:.1} s. Rounds newest first:\n", seeded.as_secs_f64())?;
+    writeln!(out, "1 real agent (the leader) and 999 simulated ones (the harness's in-process server answers their /v1/load: 30 containers per document, made once); 3,000 ReplicaSets of 10, 1,000 PDBs, 50 nodes at 94 % CPU, at most 10 evictions a round, 2 per node and 5 per namespace (all pods are in one namespace, so 5 bind). Seeding and starting took {:.1} s. Rounds newest first:\n", seeded.as_secs_f64())?;
     writeln!(
         out,
         "| round | result | duration (s) | evictions | excluded nodes |\n|---|---|---|---|---|"
