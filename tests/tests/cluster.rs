@@ -295,6 +295,25 @@ fn an_imbalanced_cluster_converges_within_its_pdbs_and_the_hot_taint_comes_and_g
         deletes.is_empty(),
         "pods deleted around the Eviction API: {deletes:?}"
     );
+    // Explained: an Event on each evicted pod and one on its source node, by its evictor.
+    let events: Vec<&WriteRecord> = log
+        .iter()
+        .filter(|r| r.kind == "Event" && r.method == "POST" && (200..300).contains(&r.status))
+        .collect();
+    for eviction in &evicted {
+        for (namespace, object) in [
+            (eviction.namespace.as_str(), eviction.name.as_str()),
+            ("default", "n0"),
+        ] {
+            ensure!(
+                events.iter().any(|e| e.identity == eviction.identity
+                    && e.namespace == namespace
+                    && e.name.starts_with(&format!("{object}."))),
+                "no Event on {object} for the eviction of {}: {events:?}",
+                eviction.name
+            );
+        }
+    }
     let history = cluster.history();
     ensure!(
         history.pdb_violations.is_empty(),
