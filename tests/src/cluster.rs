@@ -2,7 +2,9 @@
 //! process in cluster mode per node (on its own loopback address), each serving a load document
 //! that the harness derives every half second from the pods the double currently places on that
 //! node; and the checks the multi-process tests share: leadership terms read from the write log,
-//! evictions against those terms, duplicates, request rates, taint and PDB history.
+//! evictions against those terms, duplicates, request rates, taint and PDB history. For clusters
+//! larger than the machine runs processes for (the benchmarks), nodes can instead have a
+//! simulated agent: an agent pod answered by an in-process /v1/load server, making no API calls.
 //!
 //! How a node's load is made up: every pod carries its CPU demand in the annotation
 //! [`CPU_DEMAND`] (cores; absent = 0). A node's utilisation is its pods' demand over its CPUs
@@ -121,8 +123,6 @@ pub enum AgentKind {
     /// The harness's in-process server answering /v1/load for it (a registered agent pod that
     /// never talks to the API): for clusters larger than this machine runs processes for.
     Simulated,
-    /// None: the leader finds no agent and leaves the node out.
-    Absent,
 }
 
 /// A node of the test cluster.
@@ -404,7 +404,7 @@ pub fn agent_pod(identity: &str, node: &str, ip: Ipv4Addr, port: u16) -> Value {
     })
 }
 
-/// Clusters started so far by this process: each takes its own /24 of loopback addresses.
+/// Clusters started so far by this process: each takes its own loopback addresses.
 static CLUSTERS: AtomicU32 = AtomicU32::new(0);
 /// One multi-agent cluster at a time per test process.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -640,7 +640,7 @@ impl ClusterAgent {
 /// What the harness's background thread saw, besides writing load files.
 #[derive(Debug, Default)]
 pub struct History {
-    /// Per node: (since the double started, carries [`HOT_TAINT`]) at each change.
+    /// Per node: (since the cluster started, carries [`HOT_TAINT`]) at each change.
     pub taints: BTreeMap<String, Vec<(Duration, bool)>>,
     /// PDB samples whose status said fewer healthy pods than desired, with when.
     pub pdb_violations: Vec<String>,
@@ -659,7 +659,6 @@ pub struct Cluster {
     sampler: Option<JoinHandle<()>>,
     /// Serves the simulated agents, if any.
     simulated: Option<tokio::runtime::Runtime>,
-    started: Instant,
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -828,16 +827,11 @@ impl Cluster {
         for object in &spec.objects {
             api.apply(object.clone())?;
         }
-        let with_agents: Vec<&NodeSpec> = spec
-            .nodes
-            .iter()
-            .filter(|n| n.agent != AgentKind::Absent)
-            .collect();
-        let (ips, port) = agent_addresses(with_agents.len())?;
+        let (ips, port) = agent_addresses(spec.nodes.len())?;
         let mut targets = Vec::new();
         let mut agents = Vec::new();
         let mut simulated = Vec::new();
-        for (node, ip) in with_agents.iter().zip(&ips) {
+        for (node, ip) in spec.nodes.iter().zip(&ips) {
             let identity = format!("ballast-{}", node.name);
             let address = SocketAddr::from((*ip, port));
             api.apply(agent_pod(&identity, &node.name, *ip, port))?;
@@ -926,7 +920,6 @@ impl Cluster {
             stop,
             sampler: Some(sampler),
             simulated,
-            started,
             _serial: serial,
         };
         for agent in &mut cluster.agents {
@@ -993,21 +986,6 @@ impl Cluster {
             [one] if holder.as_deref() == Some(one.as_str()) => Ok(one.clone()),
             _ => bail!("agents reporting leader: {leaders:?}; Lease holder {holder:?}"),
         }
-    }
-
-    /// Since the double started (the write log's clock).
-    pub fn now(&self) -> Duration {
-        self.started.elapsed()
-    }
-
-    /// The write log's `at` of a wall-clock instant taken in this process.
-    pub fn at_of(&self, wall: SystemTime, log: &[WriteRecord]) -> Option<Duration> {
-        // Any record pairs the two clocks; the write log stamps both when it answers.
-        let record = log.last()?;
-        Some(match wall.duration_since(record.wall) {
-            Ok(after) => record.at + after,
-            Err(before) => record.at.saturating_sub(before.duration()),
-        })
     }
 
     pub fn history(&self) -> MutexGuard<'_, History> {
