@@ -151,8 +151,9 @@ impl NodeSpec {
 }
 
 /// The planner policy of the tests (TOML), before a test's own changes: no pod is too young or
-/// too lonely to move, hysteresis of two rounds, a token bucket that never runs dry, and the
-/// default 600 s cooldown (longer than any test, so a second eviction of a workload is a bug).
+/// too lonely to move, hysteresis of two rounds, a token bucket that never runs dry, and
+/// a 600 s cooldown, set here rather than taken from the default (longer than any test, so a
+/// second eviction of a workload is a bug).
 pub const TEST_POLICY: &str = r#"
 [classification]
 abnormal_rounds = 2
@@ -169,6 +170,9 @@ per_node = 2
 [limits.token_bucket]
 burst = 1000
 refill_per_minute = 60000.0
+
+[limits.cooldown]
+base_seconds = 600
 "#;
 
 /// What to start.
