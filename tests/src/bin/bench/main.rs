@@ -10,6 +10,9 @@
 //! 3. Network: iperf3 over loopback with the agent attached divided by without, alternately,
 //!    and the packet counters' cost per packet.
 //! 4. Reclaim: the reclaim programs' cost per event under steady memcg reclaim.
+//!
+//! `--figures [failover|rates|rounds]` instead measures the cluster figures (see `cluster.rs`):
+//! no root, no kernel programs, not run by `cargo xtask bench`.
 
 use std::{
     process::Command,
@@ -19,6 +22,7 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use ballast_tests::{load_bin, privileged, sample_with, wait_line, Agent, TestCgroup};
 
+mod cluster;
 mod network;
 mod reclaim;
 
@@ -31,10 +35,14 @@ pub(crate) struct Options {
 }
 
 fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--figures") {
+        println!("{}", cluster::figures(args.get(i + 1).map(String::as_str))?);
+        return Ok(());
+    }
     if !privileged() {
         bail!("benchmarks attach kernel programs: run as root");
     }
-    let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let options = if quick {
         Options {
