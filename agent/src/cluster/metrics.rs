@@ -9,7 +9,10 @@ use super::{
 };
 use crate::{
     load::score::Resource,
-    rebalance::{plan::SkipReason, Plan, RebalanceState, Timestamp},
+    rebalance::{
+        plan::{NodeStatus, SkipReason},
+        Plan, RebalanceState, Timestamp,
+    },
 };
 
 pub fn describe() {
@@ -45,6 +48,10 @@ pub fn describe() {
     describe_gauge!(
         "ballast_source_nodes",
         "Nodes in the source state, by resource (last round)."
+    );
+    describe_gauge!(
+        "ballast_node_state",
+        "1 for the state each node was in at the last round (normal, abnormal: not yet for enough rounds, source, excluded: no fresh load), 0 for the others."
     );
     describe_gauge!(
         "ballast_hot_taints",
@@ -92,6 +99,27 @@ pub struct RoundFigures<'a> {
     pub hot_taints: usize,
 }
 
+const NODE_STATES: [&str; 4] = ["normal", "abnormal", "source", "excluded"];
+
+/// Every node the round knows (the planner's memory holds all nodes with load, the plan's report
+/// the sources, the abnormal and the excluded ones) with its state name.
+fn node_states<'a>(plan: &'a Plan, state: &'a RebalanceState) -> BTreeMap<&'a str, &'static str> {
+    let mut states: BTreeMap<&str, &'static str> = state
+        .nodes
+        .keys()
+        .map(|node| (node.as_str(), "normal"))
+        .collect();
+    for report in &plan.nodes {
+        let name = match report.status {
+            NodeStatus::Source => "source",
+            NodeStatus::Abnormal => "abnormal",
+            NodeStatus::Excluded => "excluded",
+        };
+        states.insert(report.node.as_str(), name);
+    }
+    states
+}
+
 pub fn round(figures: &RoundFigures<'_>) {
     metrics::counter!("ballast_rounds_total", "result" => figures.result.as_str()).increment(1);
     metrics::histogram!("ballast_round_duration_seconds").record(figures.duration_seconds);
@@ -116,6 +144,15 @@ pub fn round(figures: &RoundFigures<'_>) {
         metrics::gauge!("ballast_source_nodes", "resource" => resource.to_string())
             .set(sources as f64);
     }
+    if let Some(plan) = figures.plan {
+        for (node, current) in node_states(plan, figures.state) {
+            for state in NODE_STATES {
+                let value = if state == current { 1.0 } else { 0.0 };
+                metrics::gauge!("ballast_node_state", "node" => node.to_owned(), "state" => state)
+                    .set(value);
+            }
+        }
+    }
     metrics::gauge!("ballast_hot_taints").set(figures.hot_taints as f64);
     let cooling = figures
         .state
@@ -127,5 +164,49 @@ pub fn round(figures: &RoundFigures<'_>) {
     for reason in Exclusion::ALL {
         let count = figures.excluded.values().filter(|r| **r == reason).count();
         metrics::gauge!("ballast_nodes_excluded", "reason" => reason.as_str()).set(count as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rebalance::{plan::NodeReport, state::Hysteresis};
+
+    #[test]
+    fn every_known_node_has_one_state_and_the_plan_names_the_unusual_ones() {
+        let mut state = RebalanceState::default();
+        for node in ["a", "b", "c"] {
+            state.nodes.insert(
+                node.to_owned(),
+                BTreeMap::from([(Resource::Cpu, Hysteresis::default())]),
+            );
+        }
+        let report = |node: &str, status| NodeReport {
+            node: node.to_owned(),
+            status,
+            resources: vec![Resource::Cpu],
+            skip: None,
+            detail: String::new(),
+        };
+        let (mut plan, _) = crate::rebalance::plan(
+            &crate::rebalance::ClusterSnapshot::default(),
+            &RebalanceState::default(),
+            &crate::rebalance::Policy::default(),
+            Timestamp(0),
+        );
+        plan.nodes = vec![
+            report("a", NodeStatus::Source),
+            report("d", NodeStatus::Excluded),
+        ];
+        let states = node_states(&plan, &state);
+        assert_eq!(
+            states.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("a", "source"),
+                ("b", "normal"),
+                ("c", "normal"),
+                ("d", "excluded")
+            ]
+        );
     }
 }
