@@ -76,33 +76,24 @@ pub struct ApiClient {
 
 async fn load_config(kubeconfig: Option<&Path>) -> Result<(Config, ConfigSource), ClientError> {
     let options = KubeConfigOptions::default();
-    if let Some(path) = kubeconfig {
+    let (from, loaded) = if let Some(path) = kubeconfig {
         let file = Kubeconfig::read_from(path).map_err(|source| ClientError::ReadKubeconfig {
             path: path.to_owned(),
             source,
         })?;
         let from = ConfigSource::Flag(path.to_owned());
-        let config = Config::from_custom_kubeconfig(file, &options)
-            .await
-            .map_err(|source| ClientError::Kubeconfig {
-                from: from.clone(),
-                source,
-            })?;
-        return Ok((config, from));
-    }
-    if let Some(value) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        (from, Config::from_custom_kubeconfig(file, &options).await)
+    } else if let Some(value) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
         let from = ConfigSource::Environment(value.to_string_lossy().into_owned());
-        let config =
-            Config::from_kubeconfig(&options)
-                .await
-                .map_err(|source| ClientError::Kubeconfig {
-                    from: from.clone(),
-                    source,
-                })?;
-        return Ok((config, from));
+        (from, Config::from_kubeconfig(&options).await)
+    } else {
+        let config = Config::incluster().map_err(|source| ClientError::NotInCluster { source })?;
+        return Ok((config, ConfigSource::InCluster));
+    };
+    match loaded {
+        Ok(config) => Ok((config, from)),
+        Err(source) => Err(ClientError::Kubeconfig { from, source }),
     }
-    let config = Config::incluster().map_err(|source| ClientError::NotInCluster { source })?;
-    Ok((config, ConfigSource::InCluster))
 }
 
 /// Builds the client; no request is made yet.
