@@ -1068,3 +1068,136 @@ fn the_standalone_binary_serves_a_seeded_cluster() -> Result<()> {
     assert!(status.success(), "{status}");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_request_log_gives_every_request_the_attributes_rbac_judges() -> Result<()> {
+    let server = ApiServer::start(quick())?;
+    server.apply(fixtures::node("n1", "4", "8Gi"))?;
+    let client = strict_client(&server, "agent").await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes.list(&ListParams::default().limit(500)).await?;
+    let all_pods: Api<Pod> = Api::all(client.clone());
+    let _watch = all_pods
+        .watch(&WatchParams::default().fields("spec.nodeName=n1"), "0")
+        .await?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "ballast");
+    assert!(leases.get_opt("ballast-leader").await?.is_none());
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "ballast");
+    let created = maps
+        .create(&PostParams::default(), &config_map("ballast-state"))
+        .await?;
+    maps.replace("ballast-state", &PostParams::default(), &created)
+        .await?;
+    nodes
+        .patch(
+            "n1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await?;
+    // Refused by a fault, dropped, and from someone without a token: logged all the same.
+    server
+        .faults()
+        .fail_next(Scope::all().and_resource("pods/eviction"), 1, 429)?;
+    let _ = Api::<Pod>::namespaced(client.clone(), "shop")
+        .evict("web-1", &EvictParams::default())
+        .await;
+    server.faults().drop_next(Scope::identity("agent"), 1);
+    let _ = maps.delete("ballast-state", &Default::default()).await;
+    let anonymous = format!("{}/api/v1/namespaces/shop/pods", server.url());
+    let status = tokio::task::spawn_blocking(move || match ureq::get(&anonymous).call() {
+        Ok(answer) => Ok(answer.status().as_u16()),
+        Err(ureq::Error::StatusCode(code)) => Ok(code),
+        Err(error) => Err(error),
+    })
+    .await??;
+    assert_eq!(status, 401);
+
+    let log = server.request_log();
+    let seen: Vec<(&str, &str, &str, String, Option<&str>, Option<&str>, u16)> = log
+        .iter()
+        .map(|r| {
+            let i = &r.info;
+            (
+                r.identity.as_str(),
+                i.verb.as_str(),
+                i.group.as_str(),
+                i.rbac_resource(),
+                i.namespace.as_deref(),
+                i.name.as_deref(),
+                r.status,
+            )
+        })
+        .collect();
+    let expected = [
+        ("agent", "list", "", "nodes", None, None, 200),
+        ("agent", "watch", "", "pods", None, None, 200),
+        (
+            "agent",
+            "get",
+            "coordination.k8s.io",
+            "leases",
+            Some("ballast"),
+            Some("ballast-leader"),
+            404,
+        ),
+        (
+            "agent",
+            "create",
+            "",
+            "configmaps",
+            Some("ballast"),
+            None,
+            201,
+        ),
+        (
+            "agent",
+            "update",
+            "",
+            "configmaps",
+            Some("ballast"),
+            Some("ballast-state"),
+            200,
+        ),
+        ("agent", "patch", "", "nodes", None, Some("n1"), 200),
+        (
+            "agent",
+            "create",
+            "",
+            "pods/eviction",
+            Some("shop"),
+            Some("web-1"),
+            429,
+        ),
+        (
+            "agent",
+            "delete",
+            "",
+            "configmaps",
+            Some("ballast"),
+            Some("ballast-state"),
+            0,
+        ),
+        ("", "list", "", "pods", Some("shop"), None, 401),
+    ];
+    let expected: Vec<_> = expected
+        .iter()
+        .map(|(id, verb, group, resource, ns, name, status)| {
+            (
+                *id,
+                *verb,
+                *group,
+                resource.to_string(),
+                *ns,
+                *name,
+                *status,
+            )
+        })
+        .collect();
+    assert_eq!(seen, expected);
+    assert!(log.windows(2).all(|w| w[0].at <= w[1].at));
+    // The write log is the non-GET part of it.
+    let writes: Vec<u16> = server.write_log().iter().map(|w| w.status).collect();
+    assert_eq!(writes, [201, 200, 200, 429, 0]);
+    Ok(())
+}
