@@ -1,7 +1,8 @@
 //! Shared fixtures for the integration tests: cgroups the tests create (and only those), agent
 //! processes, and ground truth read from the kernel's own accounting; in [`deploy`], the
 //! deployment artefacts and the real tools that check them; in [`apiserver`], the Kubernetes API
-//! test double; in [`cluster`], several agents in cluster mode against it.
+//! test double; in [`cluster`], several agents in cluster mode against it; in [`rbac`], RBAC
+//! rules judged as the apiserver's authorizer judges calls.
 //!
 //! Rules kept here so no test has to remember them: cgroups are created beneath the cgroup the
 //! test process already sits in (per hierarchy, from /proc/self/cgroup), every process a test
@@ -25,6 +26,7 @@ use ballast::collect::cgroup::hierarchy::{self, Mounts};
 
 pub mod apiserver;
 pub mod cluster;
+pub mod rbac;
 
 /// True when the test may run. Outside CI a non-root run skips (with a message); in CI a
 /// missing privilege is a failure, because the suite exists to run these for real.
