@@ -332,7 +332,7 @@ fn rbac_grants_exact_verbs_and_writes_only_what_it_names() -> Result<()> {
                                 (*resource, *verb),
                                 ("pods/eviction", "create")
                                     | ("nodes", "patch")
-                                    | ("events", "create" | "patch")
+                                    | ("events", "create")
                             ),
                             "{name}: unexpected cluster-wide {verb} on {resource}"
                         );

@@ -1,0 +1,149 @@
+//! The agents' RBAC is exactly what they do. A multi-agent cluster against the API test double
+//! goes down every API path the agent has, and the calls its identities made (the double's
+//! request log: verb, group, resource, namespace, name of every request, refused ones too) are
+//! held against the RBAC the production overlay renders, the ClusterRole and Role bound to the
+//! DaemonSet's ServiceAccount: every call must be allowed by a rule, and every verb on every
+//! resource a rule grants must have been used.
+//!
+//! The paths, by where the code makes them:
+//! - `cli/agent/cluster.rs`, start-up probe: get the Lease;
+//! - `cluster/names.rs`, every agent: list and watch pods (field selector `spec.nodeName`);
+//! - `cluster/election`: get the Lease, create it (the first agent), update it (renewals, the
+//!   takeover after the leader is killed);
+//! - `cluster/view.rs`, the leader: list and watch nodes, pods, PDBs;
+//! - `cluster/memory.rs`: get the state ConfigMap (each new term), create it, update it;
+//! - `cluster/execute.rs`: create pods/eviction (one of them refused with a 429), create Events
+//!   (core/v1) on the evicted pod and on its node;
+//! - `cluster/taints.rs`: patch nodes (the taint added, then removed), get a node after a 409.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::{ensure, Context, Result};
+use ballast_tests::{
+    apiserver::{fixtures::Workload, RequestRecord, Scope},
+    cluster::{is_lease_write, nodes, with_demand, Cluster, ClusterSpec, NAMESPACE},
+    deploy::{DeployCopy, Tools},
+    eventually,
+    rbac::{grants_of_service_account, Call, Mismatch},
+};
+use serde_json::{json, Value};
+
+/// The ServiceAccount the DaemonSet runs as: (namespace, name).
+fn agent_service_account(objects: &[Value]) -> Result<(String, String)> {
+    let daemonset = objects
+        .iter()
+        .find(|o| o["kind"] == "DaemonSet")
+        .context("no DaemonSet in the rendered objects")?;
+    let namespace = daemonset["metadata"]["namespace"]
+        .as_str()
+        .context("the DaemonSet has no namespace")?;
+    let account = daemonset["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .context("the DaemonSet names no serviceAccountName")?;
+    Ok((namespace.to_string(), account.to_string()))
+}
+
+/// The calls of `identities`, with the test cluster's agent namespace read as the install's.
+fn calls_of(log: &[RequestRecord], identities: &[String], install_namespace: &str) -> Vec<Call> {
+    log.iter()
+        .filter(|r| identities.contains(&r.identity))
+        .filter_map(|r| Call::of(&r.info))
+        .map(|mut call| {
+            if call.namespace.as_deref() == Some(NAMESPACE) {
+                call.namespace = Some(install_namespace.to_string());
+            }
+            call
+        })
+        .collect()
+}
+
+#[test]
+fn the_agents_rbac_allows_every_call_they_make_and_grants_nothing_more() -> Result<()> {
+    let Some(tools) = Tools::find() else {
+        return Ok(());
+    };
+    let copy = DeployCopy::new(true)?;
+    let objects = tools.kustomize_build(&copy.path("overlays/production"))?;
+    let (install_namespace, account) = agent_service_account(&objects)?;
+    let grants = grants_of_service_account(&objects, &install_namespace, &account)?;
+    ensure!(
+        !grants.is_empty(),
+        "nothing is bound to ServiceAccount {install_namespace}/{account}"
+    );
+
+    // n0 carries 3.5 of its 4 cores: two of its 0.5-core web pods must move, then it is normal.
+    let mut seeded = Vec::new();
+    for (i, home) in ["n1", "n2", "n1", "n2", "n1"].iter().enumerate() {
+        let web = Workload::replica_set("shop", &format!("web{i}")).requests("500m", "256Mi");
+        seeded.push(with_demand(web.pod(0, "n0"), 0.5));
+        seeded.push(with_demand(web.pod(1, home), 0.5));
+        seeded.push(web.pdb_max_unavailable(&format!("web{i}"), json!(1)));
+    }
+    let db = Workload::replica_set("shop", "db").requests("500m", "256Mi");
+    seeded.push(with_demand(db.pod(0, "n0"), 0.5));
+    seeded.push(with_demand(db.pod(1, "n0"), 0.5));
+    seeded.push(db.pdb_min_available("db", json!(2)));
+    let mut cluster = Cluster::start(ClusterSpec::new(nodes(3, 4), seeded))?;
+    let faults = cluster.api.faults();
+    // The first eviction is refused as a budget refuses it, and the first taint patch meets a
+    // newer resourceVersion (the leader then reads the node again).
+    faults.fail_next(Scope::all().and_resource("pods/eviction"), 1, 429)?;
+    faults.fail_next(Scope::all().and_resource("nodes").writes(), 1, 409)?;
+
+    eventually(Duration::from_secs(45), || {
+        let history = cluster.history();
+        let n0 = history.taints.get("n0").cloned().unwrap_or_default();
+        let tainted_then_not = n0.iter().any(|(_, t)| *t) && n0.last().is_some_and(|(_, t)| !*t);
+        Ok(tainted_then_not.then_some(()))
+    })
+    .with_context(|| {
+        format!(
+            "n0 was not tainted and then released: {:?}\n{}",
+            cluster.history().taints,
+            cluster.logs(40)
+        )
+    })?;
+    let log = cluster.api.write_log();
+    ensure!(
+        log.iter().any(|r| r.kind == "Eviction" && r.status == 429),
+        "no eviction met the injected 429"
+    );
+    ensure!(
+        log.iter().any(|r| r.kind == "Eviction" && r.status == 201),
+        "nothing was evicted"
+    );
+
+    // Failover: the successor reads the Lease, takes it over and finishes a round.
+    let leader = cluster.single_leader()?;
+    let killed_at = cluster.agent_mut(&leader)?.kill()?;
+    let successor = eventually(
+        cluster.timings.failover_bound() + Duration::from_secs(5),
+        || {
+            Ok(cluster
+                .api
+                .write_log()
+                .into_iter()
+                .find(|r| is_lease_write(r) && r.identity != leader && r.wall >= killed_at))
+        },
+    )
+    .with_context(|| format!("nobody took over from {leader}\n{}", cluster.logs(30)))?
+    .identity;
+    let took_over = SystemTime::now();
+    eventually(Duration::from_secs(10), || {
+        let finished = cluster
+            .agent(&successor)?
+            .counter("ballast_last_round_timestamp_seconds", &[])?;
+        let since_epoch = took_over.duration_since(SystemTime::UNIX_EPOCH)?;
+        Ok((finished >= since_epoch.as_secs_f64()).then_some(()))
+    })
+    .with_context(|| format!("{successor} finished no round\n{}", cluster.logs(30)))?;
+
+    let identities: Vec<String> = cluster.agents.iter().map(|a| a.identity.clone()).collect();
+    let calls = calls_of(&cluster.api.request_log(), &identities, &install_namespace);
+    let mismatch = Mismatch::of(&grants, &calls);
+    ensure!(
+        mismatch.is_empty(),
+        "deploy/base/rbac.yaml (ServiceAccount {install_namespace}/{account}) does not match what the agents did:\n{mismatch}"
+    );
+    Ok(())
+}
