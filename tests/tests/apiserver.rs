@@ -1201,3 +1201,67 @@ async fn the_request_log_gives_every_request_the_attributes_rbac_judges() -> Res
     assert_eq!(writes, [201, 200, 200, 429, 0]);
     Ok(())
 }
+
+#[tokio::test]
+async fn stateful_sets_are_defaulted_validated_and_listed_as_the_apiserver_does() -> Result<()> {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let server = ApiServer::start(quick())?;
+    let db = Workload::stateful_set("shop", "db");
+    let cache = Workload::stateful_set("edge", "cache");
+    // Seeded without a policy, created by a client with one.
+    server.apply(db.stateful_set_object(3, None))?;
+    let client = strict_client(&server, "operator").await?;
+    let edge: Api<StatefulSet> = Api::namespaced(client.clone(), "edge");
+    let created: StatefulSet =
+        serde_json::from_value(cache.stateful_set_object(2, Some("Parallel")))?;
+    let created = edge.create(&PostParams::default(), &created).await?;
+    let spec = created.spec;
+    assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+    assert_eq!(spec.revision_history_limit, Some(10));
+    let strategy = spec.update_strategy.context("updateStrategy")?;
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    assert_eq!(strategy.rolling_update.and_then(|r| r.partition), Some(0));
+    let status = created.status.context("status")?;
+    assert_eq!((status.replicas, status.available_replicas), (0, Some(0)));
+
+    let all: Api<StatefulSet> = Api::all(client.clone());
+    let first = all.list(&ListParams::default().limit(1)).await?;
+    assert_eq!(first.items.len(), 1);
+    let token = first.metadata.continue_.clone().context("a second page")?;
+    let second = all
+        .list(&ListParams::default().limit(1).continue_token(&token))
+        .await?;
+    let listed: Vec<(String, Option<String>)> = first
+        .items
+        .iter()
+        .chain(&second.items)
+        .map(|s| {
+            (
+                s.metadata.name.clone().unwrap_or_default(),
+                s.spec.pod_management_policy.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("cache".to_string(), Some("Parallel".to_string())),
+            ("db".to_string(), Some("OrderedReady".to_string())),
+        ]
+    );
+
+    let mut wrong: StatefulSet = serde_json::from_value(
+        Workload::stateful_set("edge", "odd").stateful_set_object(1, Some("Sequential")),
+    )?;
+    wrong.metadata.uid = None;
+    let refused = api_status(edge.create(&PostParams::default(), &wrong).await)?;
+    assert_eq!(refused.code, 422);
+    assert!(
+        refused
+            .message
+            .contains("spec.podManagementPolicy: Unsupported value: \"Sequential\""),
+        "{}",
+        refused.message
+    );
+    Ok(())
+}
