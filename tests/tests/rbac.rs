@@ -20,13 +20,13 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{ensure, Context, Result};
 use ballast_tests::{
-    apiserver::{fixtures::Workload, RequestRecord, Scope},
-    cluster::{is_lease_write, nodes, with_demand, Cluster, ClusterSpec, NAMESPACE},
+    apiserver::{RequestRecord, Scope},
+    cluster::{is_lease_write, nodes, relievable_hot_node, Cluster, ClusterSpec, NAMESPACE},
     deploy::{DeployCopy, Tools},
     eventually,
     rbac::{grants_of_service_account, Call, Mismatch},
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// The ServiceAccount the DaemonSet runs as: (namespace, name).
 fn agent_service_account(objects: &[Value]) -> Result<(String, String)> {
@@ -71,18 +71,7 @@ fn the_agents_rbac_allows_every_call_they_make_and_grants_nothing_more() -> Resu
         "nothing is bound to ServiceAccount {install_namespace}/{account}"
     );
 
-    // n0 carries 3.5 of its 4 cores: two of its 0.5-core web pods must move, then it is normal.
-    let mut seeded = Vec::new();
-    for (i, home) in ["n1", "n2", "n1", "n2", "n1"].iter().enumerate() {
-        let web = Workload::replica_set("shop", &format!("web{i}")).requests("500m", "256Mi");
-        seeded.push(with_demand(web.pod(0, "n0"), 0.5));
-        seeded.push(with_demand(web.pod(1, home), 0.5));
-        seeded.push(web.pdb_max_unavailable(&format!("web{i}"), json!(1)));
-    }
-    let db = Workload::replica_set("shop", "db").requests("500m", "256Mi");
-    seeded.push(with_demand(db.pod(0, "n0"), 0.5));
-    seeded.push(with_demand(db.pod(1, "n0"), 0.5));
-    seeded.push(db.pdb_min_available("db", json!(2)));
+    let seeded = relievable_hot_node(&["n1", "n2", "n1", "n2", "n1"]);
     let mut cluster = Cluster::start(ClusterSpec::new(nodes(3, 4), seeded))?;
     let faults = cluster.api.faults();
     // The first eviction is refused as a budget refuses it, and the first taint patch meets a
@@ -90,19 +79,7 @@ fn the_agents_rbac_allows_every_call_they_make_and_grants_nothing_more() -> Resu
     faults.fail_next(Scope::all().and_resource("pods/eviction"), 1, 429)?;
     faults.fail_next(Scope::all().and_resource("nodes").writes(), 1, 409)?;
 
-    eventually(Duration::from_secs(45), || {
-        let history = cluster.history();
-        let n0 = history.taints.get("n0").cloned().unwrap_or_default();
-        let tainted_then_not = n0.iter().any(|(_, t)| *t) && n0.last().is_some_and(|(_, t)| !*t);
-        Ok(tainted_then_not.then_some(()))
-    })
-    .with_context(|| {
-        format!(
-            "n0 was not tainted and then released: {:?}\n{}",
-            cluster.history().taints,
-            cluster.logs(40)
-        )
-    })?;
+    cluster.wait_taint_comes_and_goes("n0", Duration::from_secs(45))?;
     let log = cluster.api.write_log();
     ensure!(
         log.iter().any(|r| r.kind == "Eviction" && r.status == 429),

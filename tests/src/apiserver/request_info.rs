@@ -170,226 +170,176 @@ fn exact_name(selector: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// (verb, group, resource, subresource, namespace, name) of a request.
-    fn attributes(
-        method: &str,
-        uri: &str,
-    ) -> (
-        String,
-        String,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-    ) {
-        let (path, query) = match uri.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
-            None => (uri, None),
-        };
-        let i = RequestInfo::of(method, path, query);
-        assert!(i.resource_request, "{uri}");
-        (
-            i.verb,
-            i.group,
-            i.resource,
-            i.subresource,
-            i.namespace,
-            i.name,
-        )
-    }
+    /// A request (method, URI) and its attributes: verb, group, `resource[/subresource]`,
+    /// namespace, name; `-` for no namespace (cluster scope) or no name.
+    type Case = (&'static str, &'static str, [&'static str; 5]);
 
-    fn expect(
-        verb: &str,
-        group: &str,
-        resource: &str,
-        subresource: &str,
-        namespace: Option<&str>,
-        name: Option<&str>,
-    ) -> (
-        String,
-        String,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-    ) {
-        (
-            verb.into(),
-            group.into(),
-            resource.into(),
-            subresource.into(),
-            namespace.map(Into::into),
-            name.map(Into::into),
-        )
+    fn check(cases: &[Case]) {
+        for (method, uri, expected) in cases {
+            let (path, query) = match uri.split_once('?') {
+                Some((path, query)) => (path, Some(query)),
+                None => (*uri, None),
+            };
+            let i = RequestInfo::of(method, path, query);
+            assert!(i.resource_request, "{uri}");
+            let resource = i.rbac_resource();
+            let seen = [
+                i.verb.as_str(),
+                i.group.as_str(),
+                resource.as_str(),
+                i.namespace.as_deref().unwrap_or("-"),
+                i.name.as_deref().unwrap_or("-"),
+            ];
+            assert_eq!(&seen, expected, "{method} {uri}");
+        }
     }
 
     #[test]
     fn reads_of_collections_are_lists_or_watches_and_of_objects_gets() {
-        assert_eq!(
-            attributes("GET", "/api/v1/pods?limit=500"),
-            expect("list", "", "pods", "", None, None)
-        );
-        assert_eq!(
-            attributes(
+        check(&[
+            (
                 "GET",
-                "/api/v1/pods?fieldSelector=spec.nodeName%3Dn0&watch=true&resourceVersion=7"
+                "/api/v1/pods?limit=500",
+                ["list", "", "pods", "-", "-"],
             ),
-            expect("watch", "", "pods", "", None, None)
-        );
-        assert_eq!(
-            attributes("GET", "/api/v1/nodes?watch=false"),
-            expect("list", "", "nodes", "", None, None)
-        );
-        assert_eq!(
-            attributes("GET", "/api/v1/nodes/n0"),
-            expect("get", "", "nodes", "", None, Some("n0"))
-        );
-        assert_eq!(
-            attributes("HEAD", "/api/v1/namespaces/shop/pods/web-1"),
-            expect("get", "", "pods", "", Some("shop"), Some("web-1"))
-        );
-        assert_eq!(
-            attributes(
+            (
                 "GET",
-                "/apis/policy/v1/namespaces/shop/poddisruptionbudgets?watch=1"
+                "/api/v1/pods?fieldSelector=spec.nodeName%3Dn0&watch=true&resourceVersion=7",
+                ["watch", "", "pods", "-", "-"],
             ),
-            expect(
-                "watch",
-                "policy",
-                "poddisruptionbudgets",
-                "",
-                Some("shop"),
-                None
-            )
-        );
-        // The legacy watch prefix.
-        assert_eq!(
-            attributes("GET", "/api/v1/watch/namespaces/shop/pods"),
-            expect("watch", "", "pods", "", Some("shop"), None)
-        );
+            (
+                "GET",
+                "/api/v1/nodes?watch=false",
+                ["list", "", "nodes", "-", "-"],
+            ),
+            ("GET", "/api/v1/nodes/n0", ["get", "", "nodes", "-", "n0"]),
+            (
+                "HEAD",
+                "/api/v1/namespaces/shop/pods/web-1",
+                ["get", "", "pods", "shop", "web-1"],
+            ),
+            (
+                "GET",
+                "/apis/policy/v1/namespaces/shop/poddisruptionbudgets?watch=1",
+                ["watch", "policy", "poddisruptionbudgets", "shop", "-"],
+            ),
+            // The legacy watch prefix.
+            (
+                "GET",
+                "/api/v1/watch/namespaces/shop/pods",
+                ["watch", "", "pods", "shop", "-"],
+            ),
+        ]);
     }
 
     #[test]
     fn a_field_selector_on_the_name_makes_a_list_about_that_object() {
-        assert_eq!(
-            attributes(
+        check(&[
+            (
                 "GET",
-                "/apis/coordination.k8s.io/v1/namespaces/ballast/leases?fieldSelector=metadata.name%3Dballast-leader&watch=true"
+                "/apis/coordination.k8s.io/v1/namespaces/ballast/leases?fieldSelector=metadata.name%3Dballast-leader&watch=true",
+                ["watch", "coordination.k8s.io", "leases", "ballast", "ballast-leader"],
             ),
-            expect(
-                "watch",
-                "coordination.k8s.io",
-                "leases",
-                "",
-                Some("ballast"),
-                Some("ballast-leader")
-            )
-        );
-        assert_eq!(
-            attributes("GET", "/api/v1/pods?fieldSelector=metadata.name!%3Dx"),
-            expect("list", "", "pods", "", None, None)
-        );
-        assert_eq!(
-            attributes(
+            (
                 "GET",
-                "/api/v1/pods?fieldSelector=spec.nodeName%3Dn0,metadata.name%3D%3Dweb-1"
+                "/api/v1/pods?fieldSelector=metadata.name!%3Dx",
+                ["list", "", "pods", "-", "-"],
             ),
-            expect("list", "", "pods", "", None, Some("web-1"))
-        );
+            (
+                "GET",
+                "/api/v1/pods?fieldSelector=spec.nodeName%3Dn0,metadata.name%3D%3Dweb-1",
+                ["list", "", "pods", "-", "web-1"],
+            ),
+        ]);
     }
 
     #[test]
     fn writes_take_their_verb_from_the_method() {
-        assert_eq!(
-            attributes(
+        check(&[
+            (
                 "POST",
-                "/apis/coordination.k8s.io/v1/namespaces/ballast/leases"
+                "/apis/coordination.k8s.io/v1/namespaces/ballast/leases",
+                ["create", "coordination.k8s.io", "leases", "ballast", "-"],
             ),
-            expect(
-                "create",
-                "coordination.k8s.io",
-                "leases",
-                "",
-                Some("ballast"),
-                None
-            )
-        );
-        assert_eq!(
-            attributes(
+            (
                 "PUT",
-                "/apis/coordination.k8s.io/v1/namespaces/ballast/leases/ballast-leader"
+                "/apis/coordination.k8s.io/v1/namespaces/ballast/leases/ballast-leader",
+                [
+                    "update",
+                    "coordination.k8s.io",
+                    "leases",
+                    "ballast",
+                    "ballast-leader",
+                ],
             ),
-            expect(
-                "update",
-                "coordination.k8s.io",
-                "leases",
-                "",
-                Some("ballast"),
-                Some("ballast-leader")
-            )
-        );
-        assert_eq!(
-            attributes("PATCH", "/api/v1/nodes/n0"),
-            expect("patch", "", "nodes", "", None, Some("n0"))
-        );
-        assert_eq!(
-            attributes("POST", "/api/v1/namespaces/shop/pods/web-1/eviction"),
-            expect(
-                "create",
-                "",
-                "pods",
-                "eviction",
-                Some("shop"),
-                Some("web-1")
-            )
-        );
-        assert_eq!(
-            attributes("PUT", "/api/v1/nodes/n0/status"),
-            expect("update", "", "nodes", "status", None, Some("n0"))
-        );
-        assert_eq!(
-            attributes("DELETE", "/api/v1/namespaces/shop/pods/web-1"),
-            expect("delete", "", "pods", "", Some("shop"), Some("web-1"))
-        );
-        assert_eq!(
-            attributes("DELETE", "/api/v1/namespaces/shop/pods"),
-            expect("deletecollection", "", "pods", "", Some("shop"), None)
-        );
-        assert_eq!(
-            attributes("POST", "/apis/events.k8s.io/v1/namespaces/default/events"),
-            expect(
-                "create",
-                "events.k8s.io",
-                "events",
-                "",
-                Some("default"),
-                None
-            )
-        );
+            (
+                "PATCH",
+                "/api/v1/nodes/n0",
+                ["patch", "", "nodes", "-", "n0"],
+            ),
+            (
+                "POST",
+                "/api/v1/namespaces/shop/pods/web-1/eviction",
+                ["create", "", "pods/eviction", "shop", "web-1"],
+            ),
+            (
+                "PUT",
+                "/api/v1/nodes/n0/status",
+                ["update", "", "nodes/status", "-", "n0"],
+            ),
+            (
+                "DELETE",
+                "/api/v1/namespaces/shop/pods/web-1",
+                ["delete", "", "pods", "shop", "web-1"],
+            ),
+            (
+                "DELETE",
+                "/api/v1/namespaces/shop/pods",
+                ["deletecollection", "", "pods", "shop", "-"],
+            ),
+            (
+                "POST",
+                "/apis/events.k8s.io/v1/namespaces/default/events",
+                ["create", "events.k8s.io", "events", "default", "-"],
+            ),
+        ]);
     }
 
     #[test]
     fn namespaces_and_other_paths_are_read_as_the_apiserver_reads_them() {
-        // The Namespace object is in its own namespace.
-        assert_eq!(
-            attributes("GET", "/api/v1/namespaces/shop"),
-            expect("get", "", "namespaces", "", Some("shop"), Some("shop"))
-        );
-        assert_eq!(
-            attributes("GET", "/api/v1/namespaces"),
-            expect("list", "", "namespaces", "", None, None)
-        );
-        // Resources the double does not serve are classified all the same.
-        assert_eq!(
-            attributes("GET", "/apis/apps/v1/namespaces/shop/statefulsets/db"),
-            expect("get", "apps", "statefulsets", "", Some("shop"), Some("db"))
-        );
+        check(&[
+            // The Namespace object is in its own namespace.
+            (
+                "GET",
+                "/api/v1/namespaces/shop",
+                ["get", "", "namespaces", "shop", "shop"],
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces",
+                ["list", "", "namespaces", "-", "-"],
+            ),
+            // Resources the double does not serve are classified all the same.
+            (
+                "GET",
+                "/apis/apps/v1/namespaces/shop/statefulsets/db",
+                ["get", "apps", "statefulsets", "shop", "db"],
+            ),
+        ]);
         let version = RequestInfo::of("GET", "/version", None);
         assert!(!version.resource_request);
-        assert_eq!(version.verb, "get");
-        assert_eq!(version.resource, "");
-        let info = RequestInfo::of("POST", "/api/v1/namespaces/shop/pods/web-1/eviction", None);
-        assert_eq!(info.rbac_resource(), "pods/eviction");
-        assert_eq!(info.version, "v1");
+        assert_eq!(
+            (version.verb.as_str(), version.resource.as_str()),
+            ("get", "")
+        );
+        let eviction = RequestInfo::of("POST", "/api/v1/namespaces/shop/pods/web-1/eviction", None);
+        assert_eq!(
+            (
+                eviction.resource.as_str(),
+                eviction.subresource.as_str(),
+                eviction.version.as_str()
+            ),
+            ("pods", "eviction", "v1")
+        );
     }
 }
