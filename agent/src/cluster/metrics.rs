@@ -99,7 +99,14 @@ pub struct RoundFigures<'a> {
     pub hot_taints: usize,
 }
 
-const NODE_STATES: [&str; 4] = ["normal", "abnormal", "source", "excluded"];
+const NODE_STATES: [&str; 6] = [
+    "normal",
+    "abnormal",
+    "source",
+    "excluded",
+    "evacuating",
+    "alerted",
+];
 
 /// Every node the round knows (the planner's memory holds all nodes with load, the plan's report
 /// the sources, the abnormal and the excluded ones) with its state name.
@@ -114,6 +121,8 @@ fn node_states<'a>(plan: &'a Plan, state: &'a RebalanceState) -> BTreeMap<&'a st
             NodeStatus::Source => "source",
             NodeStatus::Abnormal => "abnormal",
             NodeStatus::Excluded => "excluded",
+            NodeStatus::Evacuating => "evacuating",
+            NodeStatus::Alerted => "alerted",
         };
         states.insert(report.node.as_str(), name);
     }
