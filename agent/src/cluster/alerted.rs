@@ -22,7 +22,7 @@ struct Active {
 /// What arriving actions call for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
-    /// A new node to relieve or drain: run a round now.
+    /// A node to relieve or drain, or one no longer (its taint comes off): run a round now.
     pub round_now: bool,
 }
 
@@ -45,8 +45,8 @@ impl ActiveAlerts {
     pub fn apply(&mut self, action: AlertAction, now: Instant) -> Applied {
         let (fingerprint, active) = match action {
             AlertAction::End { fingerprint, .. } => {
-                self.by_fingerprint.remove(&fingerprint);
-                return Applied::default();
+                let ended = self.by_fingerprint.remove(&fingerprint).is_some();
+                return Applied { round_now: ended };
             }
             AlertAction::TargetedRound {
                 node,
@@ -150,15 +150,15 @@ mod tests {
 
         // One of node a's two alerts resolves: a stays relieved by the other.
         let applied = active.apply(end("a", "f1", ActionKind::TargetedRound), start);
-        assert!(!applied.round_now);
+        assert!(applied.round_now, "a round at once reconciles the taints");
         assert!(active.directives(false).relieves("a"));
         active.apply(end("a", "f2", ActionKind::TargetedRound), start);
         active.apply(end("b", "f3", ActionKind::Evacuate), start);
         assert!(active.is_empty() && !active.evacuating());
 
         // The end of an alert another leader saw start changes nothing.
-        active.apply(end("c", "unknown", ActionKind::Evacuate), start);
-        assert!(active.is_empty());
+        let applied = active.apply(end("c", "unknown", ActionKind::Evacuate), start);
+        assert!(active.is_empty() && !applied.round_now);
     }
 
     #[test]
