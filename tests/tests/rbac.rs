@@ -14,7 +14,8 @@
 //! - `cluster/memory.rs`: get the state ConfigMap (each new term), create it, update it;
 //! - `cluster/execute.rs`: create pods/eviction (one of them refused with a 429), create Events
 //!   (core/v1) on the evicted pod and on its node;
-//! - `cluster/taints.rs`: patch nodes (the taint added, then removed), get a node after a 409.
+//! - `cluster/taints.rs`: patch nodes (the taint added, then removed), get a node after a 409;
+//! - `cluster/locate.rs`: a follower relaying a webhook call gets the leader's pod (its IP).
 
 use std::time::{Duration, SystemTime};
 
@@ -27,6 +28,8 @@ use ballast_tests::{
     rbac::{grants_of_service_account, Call, Mismatch},
 };
 use serde_json::Value;
+
+const ALERTS_TOKEN: &str = "rbac-test-alerts-token-0123456789";
 
 /// The ServiceAccount the DaemonSet runs as: (namespace, name).
 fn agent_service_account(objects: &[Value]) -> Result<(String, String)> {
@@ -71,8 +74,18 @@ fn the_agents_rbac_allows_every_call_they_make_and_grants_nothing_more() -> Resu
         "nothing is bound to ServiceAccount {install_namespace}/{account}"
     );
 
-    let seeded = relievable_hot_node(&["n1", "n2", "n1", "n2", "n1"]);
-    let mut cluster = Cluster::start(ClusterSpec::new(nodes(3, 4), seeded))?;
+    let secrets = tempfile::tempdir()?;
+    let alerts_token = secrets.path().join("alerts-token");
+    std::fs::write(&alerts_token, format!("{ALERTS_TOKEN}\n"))?;
+    let mut spec = ClusterSpec::new(
+        nodes(3, 4),
+        relievable_hot_node(&["n1", "n2", "n1", "n2", "n1"]),
+    );
+    spec.extra_args = vec![
+        "--alerts-token-file".into(),
+        alerts_token.display().to_string(),
+    ];
+    let mut cluster = Cluster::start(spec)?;
     let faults = cluster.api.faults();
     // The first eviction is refused as a budget refuses it, and the first taint patch meets a
     // newer resourceVersion (the leader then reads the node again).
@@ -90,8 +103,30 @@ fn the_agents_rbac_allows_every_call_they_make_and_grants_nothing_more() -> Resu
         "nothing was evicted"
     );
 
-    // Failover: the successor reads the Lease, takes it over and finishes a round.
+    // A webhook call to a follower is relayed to the leader (an empty notification: nothing
+    // to act on, but the follower has to find the leader's pod all the same).
     let leader = cluster.single_leader()?;
+    let follower = cluster
+        .agents
+        .iter()
+        .find(|a| a.identity != leader)
+        .context("a follower")?;
+    let relayed = ureq::post(&follower.url("/v1/alerts"))
+        .header("Content-Type", "application/json")
+        .header("Authorization", &format!("Bearer {ALERTS_TOKEN}"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send(r#"{"version": "4", "status": "resolved", "alerts": []}"#)
+        .with_context(|| format!("POST /v1/alerts to {}", follower.identity))?;
+    ensure!(
+        relayed.status().is_success(),
+        "{} answered {} to a webhook call it should relay to {leader}",
+        follower.identity,
+        relayed.status()
+    );
+
+    // Failover: the successor reads the Lease, takes it over and finishes a round.
     let killed_at = cluster.agent_mut(&leader)?.kill()?;
     let successor = eventually(
         cluster.timings.failover_bound() + Duration::from_secs(5),
