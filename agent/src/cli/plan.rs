@@ -14,7 +14,7 @@ use std::{fmt::Write as _, io::Write as _, path::PathBuf, sync::Arc};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 
 use super::{
@@ -26,7 +26,7 @@ use crate::{
     cluster::{
         capture::capture,
         client,
-        gather::{AgentLoads, AgentSelector, Gatherer, AGENT_SELECTOR},
+        gather::{AgentLoads, AgentPod, AgentSelector, Gatherer, AGENT_SELECTOR},
         memory::StateStore,
         read::Objects,
     },
@@ -197,17 +197,14 @@ async fn capture_from_cluster(
         max_age: args.load_max_age,
     };
     let nodes: Vec<Arc<Node>> = nodes.into_iter().map(Arc::new).collect();
-    let pods: Vec<Arc<Pod>> = pods.into_iter().map(Arc::new).collect();
-    let (gathered, excluded) = loads.collect(&nodes, &pods).await;
+    let agents = pods
+        .iter()
+        .filter_map(|pod| AgentPod::of(pod, &loads.namespace, &loads.selector));
+    let (gathered, excluded) = loads.collect(&nodes, agents.collect::<Vec<_>>()).await;
     for (node, (reason, detail)) in &excluded {
         eprintln!("node {node} left out ({reason}): {detail}");
     }
-    let captured = capture(
-        nodes.iter().map(|n| n.as_ref()),
-        pods.iter().map(|p| p.as_ref()),
-        &pdbs,
-        gathered,
-    );
+    let captured = capture(nodes.iter().map(|n| n.as_ref()), &pods, &pdbs, gathered);
     for problem in &captured.problems {
         eprintln!("{problem}");
     }

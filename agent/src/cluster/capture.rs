@@ -64,11 +64,31 @@ pub struct Loads {
     pub pods: BTreeMap<String, PodLoad>,
 }
 
+/// One pod as the planner sees it: `Ok(None)` for a pod that is done, `Err` the line saying
+/// why it is left out.
+pub type CapturedPod = Result<Option<snap::Pod>, String>;
+
+/// Converts one pod (the leader does it once, when the watch delivers the pod).
+pub fn capture_pod(pod: &core::Pod) -> CapturedPod {
+    convert_pod(pod)
+        .map_err(|error| format!("pod {} left out: {error}", object_name(&pod.metadata)))
+}
+
 /// Builds the snapshot; nodes sorted by name, pods by namespace and name, PDBs likewise, so that
 /// equal clusters give equal snapshots whatever order the stores hold them in.
 pub fn capture<'a>(
     nodes: impl IntoIterator<Item = &'a core::Node>,
     pods: impl IntoIterator<Item = &'a core::Pod>,
+    pdbs: impl IntoIterator<Item = &'a PodDisruptionBudget>,
+    loads: Loads,
+) -> Capture {
+    capture_converted(nodes, pods.into_iter().map(capture_pod), pdbs, loads)
+}
+
+/// [`capture`] of pods converted already ([`capture_pod`]).
+pub fn capture_converted<'a>(
+    nodes: impl IntoIterator<Item = &'a core::Node>,
+    pods: impl IntoIterator<Item = CapturedPod>,
     pdbs: impl IntoIterator<Item = &'a PodDisruptionBudget>,
     loads: Loads,
 ) -> Capture {
@@ -84,13 +104,10 @@ pub fn capture<'a>(
         }
     }
     for pod in pods {
-        match convert_pod(pod) {
+        match pod {
             Ok(Some(pod)) => snapshot.pods.push(pod),
             Ok(None) => {}
-            Err(error) => problems.push(format!(
-                "pod {} left out: {error}",
-                object_name(&pod.metadata)
-            )),
+            Err(problem) => problems.push(problem),
         }
     }
     for pdb in pdbs {

@@ -72,56 +72,58 @@ pub fn agent_url(ip: IpAddr, port: u16, path: &str) -> String {
     }
 }
 
-/// One agent's address per node: pods of `namespace` matching `selector`, Running, with a pod
-/// IP and a node, not terminating. With two agents on a node (a rollout), the Ready one, then
-/// the newest.
-pub fn discover<'a>(
-    pods: impl IntoIterator<Item = &'a Pod>,
-    namespace: &str,
-    selector: &AgentSelector,
-    port: u16,
-) -> BTreeMap<String, String> {
-    let mut best: BTreeMap<String, (bool, Option<i64>, String)> = BTreeMap::new();
-    for pod in pods {
+/// What discovery needs of an agent's pod: a pod of the agents' namespace matching the
+/// selector, Running, with a pod IP and a node, not terminating.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentPod {
+    pub node: String,
+    pub ip: IpAddr,
+    pub ready: bool,
+    /// `status.startTime`, seconds since the epoch.
+    pub started: Option<i64>,
+}
+
+impl AgentPod {
+    /// `None` for any other pod.
+    pub fn of(pod: &Pod, namespace: &str, selector: &AgentSelector) -> Option<Self> {
         let meta = &pod.metadata;
         if meta.namespace.as_deref() != Some(namespace)
             || meta.deletion_timestamp.is_some()
             || !selector.matches(meta.labels.as_ref())
         {
-            continue;
+            return None;
         }
-        let Some(status) = pod.status.as_ref() else {
-            continue;
-        };
-        let (Some(node), Some(ip)) = (
-            pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-            status
-                .pod_ip
-                .as_deref()
-                .and_then(|ip| ip.parse::<IpAddr>().ok()),
-        ) else {
-            continue;
-        };
+        let status = pod.status.as_ref()?;
         if status.phase.as_deref() != Some("Running") {
-            continue;
+            return None;
         }
-        let ready = status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        let started = status.start_time.as_ref().map(|t| t.0.as_second());
-        let url = agent_url(ip, port, "/v1/load");
-        let candidate = (ready, started, url);
-        match best.get(&node) {
-            Some(current) if (current.0, current.1) >= (candidate.0, candidate.1) => {}
+        Some(Self {
+            node: pod.spec.as_ref()?.node_name.clone()?,
+            ip: status.pod_ip.as_deref()?.parse().ok()?,
+            ready: status
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True"),
+            started: status.start_time.as_ref().map(|t| t.0.as_second()),
+        })
+    }
+}
+
+/// One agent's `/v1/load` per node. With two agents on a node (a rollout), the Ready one, then
+/// the newest.
+pub fn discover(agents: impl IntoIterator<Item = AgentPod>, port: u16) -> BTreeMap<String, String> {
+    let mut best: BTreeMap<String, AgentPod> = BTreeMap::new();
+    for agent in agents {
+        match best.get(&agent.node) {
+            Some(current) if (current.ready, current.started) >= (agent.ready, agent.started) => {}
             _ => {
-                best.insert(node, candidate);
+                best.insert(agent.node.clone(), agent);
             }
         }
     }
     best.into_iter()
-        .map(|(node, (_, _, url))| (node, url))
+        .map(|(node, agent)| (node, agent_url(agent.ip, port, "/v1/load")))
         .collect()
 }
 
@@ -227,22 +229,17 @@ pub struct AgentLoads {
 }
 
 impl AgentLoads {
-    /// The loads of `nodes`, from the agents found among `pods`, and the nodes left out.
+    /// The loads of `nodes`, from `agents` (see [`AgentPod::of`]), and the nodes left out.
     pub async fn collect(
         &self,
         nodes: &[std::sync::Arc<k8s_openapi::api::core::v1::Node>],
-        pods: &[std::sync::Arc<Pod>],
+        agents: impl IntoIterator<Item = AgentPod>,
     ) -> (Loads, BTreeMap<String, (Exclusion, String)>) {
         let names: Vec<String> = nodes
             .iter()
             .filter_map(|n| n.metadata.name.clone())
             .collect();
-        let agents = discover(
-            pods.iter().map(|p| p.as_ref()),
-            &self.namespace,
-            &self.selector,
-            self.port,
-        );
+        let agents = discover(agents, self.port);
         let authorization = match &self.token {
             Some(file) => match file.read() {
                 Ok(token) => Some(token.authorization()),
@@ -403,7 +400,11 @@ mod tests {
             unlabelled,
             terminating,
         ];
-        let found = discover(&pods, "ballast", &selector, 9477);
+        let found = discover(
+            pods.iter()
+                .filter_map(|p| AgentPod::of(p, "ballast", &selector)),
+            9477,
+        );
         assert_eq!(
             found,
             BTreeMap::from([

@@ -24,7 +24,7 @@ use tracing::{error, info, warn};
 
 use super::{
     alerted::ActiveAlerts,
-    capture::capture,
+    capture::capture_converted,
     decisions::{
         DecisionLog, EvictionResult, ExcludedNode, ExecutedEviction, RoundRecord, RoundResult,
         RoundTrigger, TaintChanges,
@@ -36,7 +36,7 @@ use super::{
     memory::StateStore,
     metrics::{self as round_metrics, RoundFigures},
     taints::{self, TaintError},
-    view::ClusterView,
+    view::{Agents, ClusterView},
 };
 use crate::{
     rebalance::{
@@ -178,7 +178,11 @@ impl<'a> Leadership<'a> {
             dry_run = self.dry_run(),
             "leading: starting the cluster view"
         );
-        let view = ClusterView::start(self.client);
+        let agents = Agents {
+            namespace: self.settings.loads.namespace.clone(),
+            selector: self.settings.loads.selector.clone(),
+        };
+        let view = ClusterView::start(self.client, agents);
         while !view.ready(Duration::from_secs(30)).await {
             warn!("the cluster view (nodes, pods, PDBs) is not complete after 30 s; still waiting");
         }
@@ -341,7 +345,8 @@ impl<'a> Leadership<'a> {
             return Err(Stop::Failed("no cluster view".into()));
         };
         let (nodes, pods, pdbs) = (view.nodes(), view.pods(), view.pdbs());
-        let (loads, excluded) = self.settings.loads.collect(&nodes, &pods).await;
+        let agents = pods.iter().filter_map(|p| p.agent.clone());
+        let (loads, excluded) = self.settings.loads.collect(&nodes, agents).await;
         for (node, (reason, detail)) in &excluded {
             warn!(node = %node, reason = reason.as_str(), %detail, "node left out of this round");
         }
@@ -349,9 +354,9 @@ impl<'a> Leadership<'a> {
             .into_iter()
             .map(|(node, (reason, detail))| (node, ExcludedNode { reason, detail }))
             .collect();
-        let captured = capture(
+        let captured = capture_converted(
             nodes.iter().map(|n| n.as_ref()),
-            pods.iter().map(|p| p.as_ref()),
+            pods.iter().map(|p| p.captured.clone()),
             pdbs.iter().map(|p| p.as_ref()),
             loads,
         );
