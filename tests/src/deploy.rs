@@ -44,7 +44,7 @@ impl Tools {
         match Self::locate() {
             Ok(tools) => Some(tools),
             Err(missing) => {
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                if crate::in_ci() {
                     panic!("CI=true but {missing}");
                 }
                 eprintln!("{missing}: deployment checks not run");
@@ -68,19 +68,6 @@ impl Tools {
                 ))
             }
         };
-        let on_path = |name: &str, package: &str| {
-            std::env::var_os("PATH")
-                .and_then(|paths| {
-                    std::env::split_paths(&paths)
-                        .map(|dir| dir.join(name))
-                        .find(|candidate| candidate.is_file())
-                })
-                .ok_or_else(|| {
-                    format!(
-                        "{name} is not on PATH; run `cargo xtask setup` (Debian package {package})"
-                    )
-                })
-        };
         Ok(Self {
             python: in_venv("python")?,
             kubernetes_validate: in_venv("kubernetes-validate")?,
@@ -99,6 +86,20 @@ impl Tools {
         yaml_documents(&String::from_utf8_lossy(&output.stdout))
             .with_context(|| format!("parsing the output of kustomize build {}", dir.display()))
     }
+}
+
+/// The program `name` on PATH, or what to do: `package` is the Debian package that has it,
+/// which `cargo xtask setup` installs.
+pub fn on_path(name: &str, package: &str) -> Result<PathBuf, String> {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(name))
+                .find(|candidate| candidate.is_file())
+        })
+        .ok_or_else(|| {
+            format!("{name} is not on PATH; run `cargo xtask setup` (Debian package {package})")
+        })
 }
 
 /// Runs `command` to completion; an error only when it cannot be started.
