@@ -44,8 +44,7 @@ static MEMORY_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// bound that needs 16,384 more recent reclaiming tasks, and would lose one stall, not corrupt
 /// a count.
 #[map]
-static RECLAIM_START: LruHashMap<u64, u64> =
-    LruHashMap::with_max_entries(MAX_RECLAIMING_TASKS, 0);
+static RECLAIM_START: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_RECLAIMING_TASKS, 0);
 
 /// Start value of a task that is not inside reclaim (ktime is never 0 once the system is up).
 const OUTSIDE_RECLAIM: u64 = 0;

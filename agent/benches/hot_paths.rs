@@ -132,9 +132,11 @@ fn benches(c: &mut Criterion) {
     state.publish(before.clone(), None);
     state.publish(after.clone(), None);
     let view: View = state.view();
+    // Standalone: no pod names (a cluster agent's are looked up per container, not rendered).
+    let names = state.names();
     let handle = PrometheusBuilder::new().build_recorder().handle();
     c.bench_function("render_metrics_500_containers", |b| {
-        b.iter(|| render(&view, &handle))
+        b.iter(|| render(&view, &names, &handle))
     });
 }
 

@@ -146,7 +146,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
     serve::alerts::describe_metrics();
     // Standalone there is no leader; in a cluster the election publishes who leads.
     let (leadership_tx, leadership) = watch::channel(Leadership::Standalone);
-    let (alerts, _alert_actions) = alerts_webhook(&args, leadership)?;
+    let (alerts, alert_actions) = alerts_webhook(&args, leadership)?;
     let (collector, state) = match &args.load_from {
         Some(path) => {
             crate::serve::api::LoadResponse::from_file(path, &node_name)
@@ -206,6 +206,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
                         metrics,
                         load,
                         alerts,
+                        alert_actions,
                         leadership: leadership_tx,
                         serving_shutdown,
                         stop_serving,
@@ -259,18 +260,18 @@ fn start_collector(args: &AgentArgs, node_name: String) -> Result<(Collector, Ag
     Ok((collector, state))
 }
 
-/// The webhook's configuration (`None` without `--alerts-token-file`) and the receiving end of
-/// its action queue. The leader loop (cluster mode) consumes the receiver and publishes its
-/// leadership on the watch channel; a standalone agent keeps both unused, and its webhook
-/// answers 503 before anything is queued.
+/// The webhook's configuration and the receiving end of its action queue (both `None` without
+/// `--alerts-token-file`). The leader loop (cluster mode) consumes the receiver and publishes
+/// its leadership on the watch channel; a standalone agent keeps the receiver unused, and its
+/// webhook answers 503 before anything is queued.
 fn alerts_webhook(
     args: &AgentArgs,
     leadership: watch::Receiver<Leadership>,
-) -> Result<(Option<AlertsConfig>, AlertReceiver)> {
-    let (actions, receiver) = serve::alerts::channel();
+) -> Result<(Option<AlertsConfig>, Option<AlertReceiver>)> {
     let Some(token_file) = &args.alerts_token_file else {
-        return Ok((None, receiver));
+        return Ok((None, None));
     };
+    let (actions, receiver) = serve::alerts::channel();
     let token = BearerToken::from_file(token_file).context("--alerts-token-file")?;
     let routing = match &args.alert_routing {
         Some(path) => {
@@ -290,8 +291,10 @@ fn alerts_webhook(
         routing,
         leadership,
         actions,
+        // Cluster mode adds it once it knows the API and the agents' port.
+        forwarder: None,
     };
-    Ok((Some(config), receiver))
+    Ok((Some(config), Some(receiver)))
 }
 
 async fn wait_for_signal() -> Result<&'static str> {

@@ -12,7 +12,7 @@
 
 use std::{fmt::Write as _, io::Write as _, path::PathBuf, sync::Arc};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use k8s_openapi::api::{
     core::v1::{Node, Pod},
@@ -33,9 +33,8 @@ use crate::{
         memory::StateStore,
     },
     rebalance::{
-        plan,
         plan::{NodeReport, Plan},
-        ClusterSnapshot, RebalanceState,
+        plan_directed, ClusterSnapshot, Directives, RebalanceState,
     },
     serve::auth::TokenFile,
 };
@@ -70,6 +69,30 @@ pub struct PlanArgs {
     /// the token bucket are counted from it.
     #[arg(long)]
     pub now: Option<i64>,
+    /// Plan as if an alert asked to relieve NODE now (repeatable): what a targeted round does.
+    #[arg(long, value_name = "NODE")]
+    pub relieve: Vec<String>,
+    /// Plan as if an alert asked to drain NODE (repeatable): the evacuation's next step.
+    #[arg(long, value_name = "NODE")]
+    pub evacuate: Vec<String>,
+}
+
+/// `--relieve` and `--evacuate` as the planner's directives; every node must be in the snapshot.
+fn directives(args: &PlanArgs, snapshot: &ClusterSnapshot) -> Result<Directives> {
+    let asked = |flag: &str| std::collections::BTreeSet::from([flag.to_owned()]);
+    let mut directives = Directives::default();
+    for (nodes, flag, into) in [
+        (&args.relieve, "--relieve", &mut directives.relieve),
+        (&args.evacuate, "--evacuate", &mut directives.evacuate),
+    ] {
+        for node in nodes {
+            if !snapshot.nodes.iter().any(|n| &n.name == node) {
+                bail!("node {node} is not in the snapshot; --relieve and --evacuate take node names from it");
+            }
+            into.insert(node.clone(), asked(flag));
+        }
+    }
+    Ok(directives)
 }
 
 /// How `--from-cluster` reaches the API and the agents.
@@ -131,7 +154,8 @@ pub fn run(args: PlanArgs) -> Result<()> {
         }
     };
     let now = input::now(args.now)?;
-    let (plan, next) = plan(&snapshot, &state, &policy, now);
+    let directives = directives(&args, &snapshot)?;
+    let (plan, next) = plan_directed(&snapshot, &state, &policy, now, &directives);
     if let Some(path) = &args.state_out {
         let text = serde_json::to_string_pretty(&next)?;
         std::fs::write(path, text + "\n")

@@ -11,7 +11,19 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::{fence::Fence, loads::Exclusion};
-use crate::rebalance::{plan::PodRef, Plan, Timestamp};
+use crate::rebalance::{plan::PodRef, Directives, Plan, Timestamp};
+
+/// Why a round ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoundTrigger {
+    /// The round interval.
+    Schedule,
+    /// An alert arrived asking to relieve or drain a node: run at once, off the interval.
+    Alert,
+    /// A node is being drained: its next pod may go before the next scheduled round.
+    Evacuation,
+}
 
 /// How a round ended (`ballast_rounds_total{result}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -99,6 +111,10 @@ pub struct RoundRecord {
     pub at: Timestamp,
     pub leader: String,
     pub term: u64,
+    pub trigger: RoundTrigger,
+    /// What the alerts firing asked of this round (nodes to relieve, to drain, with the alerts).
+    #[serde(skip_serializing_if = "Directives::is_empty")]
+    pub alerts: Directives,
     pub dry_run: bool,
     pub result: RoundResult,
     pub error: Option<String>,
@@ -169,6 +185,8 @@ mod tests {
             at: Timestamp(at),
             leader: "a".into(),
             term: 1,
+            trigger: RoundTrigger::Schedule,
+            alerts: Directives::default(),
             dry_run: false,
             result: RoundResult::Planned,
             error: None,

@@ -23,7 +23,10 @@ use super::{
     decisions::{EvictionResult, ExecutedEviction},
     fence::{Fence, Fenced},
 };
-use crate::rebalance::{plan::Eviction, Plan};
+use crate::rebalance::{
+    plan::{Eviction, NodeStatus},
+    Plan,
+};
 
 /// The Events' reason.
 pub const EVICTED_REASON: &str = "BallastEvicted";
@@ -32,12 +35,15 @@ const NODE_EVENTS_NAMESPACE: &str = "default";
 /// The longest Event message the API server keeps.
 const MESSAGE_LIMIT: usize = 1024;
 
-/// The hot resource of the eviction's source it was chosen for: the first resource the plan
+/// `evacuation` for a pod drained off its node by an alert; else the hot resource of the
+/// eviction's source it was chosen for: the first resource the plan
 /// reports in the source state on that node.
 pub fn resource_of(plan: &Plan, eviction: &Eviction) -> String {
-    plan.nodes
-        .iter()
-        .find(|n| n.node == eviction.source)
+    let report = plan.nodes.iter().find(|n| n.node == eviction.source);
+    if report.is_some_and(|r| r.status == NodeStatus::Evacuating) {
+        return "evacuation".to_owned();
+    }
+    report
         .and_then(|n| n.resources.first())
         .map_or_else(|| "unknown".to_owned(), |r| r.to_string())
 }

@@ -64,6 +64,14 @@ impl AgentSelector {
     }
 }
 
+/// `http://IP:PORT/path` of an agent (IPv6 in brackets).
+pub fn agent_url(ip: IpAddr, port: u16, path: &str) -> String {
+    match ip {
+        IpAddr::V4(ip) => format!("http://{ip}:{port}{path}"),
+        IpAddr::V6(ip) => format!("http://[{ip}]:{port}{path}"),
+    }
+}
+
 /// One agent's address per node: pods of `namespace` matching `selector`, Running, with a pod
 /// IP and a node, not terminating. With two agents on a node (a rollout), the Ready one, then
 /// the newest.
@@ -103,10 +111,7 @@ pub fn discover<'a>(
             .flatten()
             .any(|c| c.type_ == "Ready" && c.status == "True");
         let started = status.start_time.as_ref().map(|t| t.0.as_second());
-        let url = match ip {
-            IpAddr::V4(ip) => format!("http://{ip}:{port}/v1/load"),
-            IpAddr::V6(ip) => format!("http://[{ip}]:{port}/v1/load"),
-        };
+        let url = agent_url(ip, port, "/v1/load");
         let candidate = (ready, started, url);
         match best.get(&node) {
             Some(current) if (current.0, current.1) >= (candidate.0, candidate.1) => {}

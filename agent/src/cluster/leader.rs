@@ -1,6 +1,11 @@
 //! The leader's loop: while this agent leads, every round interval: gather -> snapshot -> plan ->
 //! execute (evictions, Events, taints) -> persist the planner's memory -> record the round.
 //!
+//! Alerts (the webhook's [`AlertAction`]s) add rounds off the interval: one at once when an alert
+//! asks to relieve or drain a node, and one every `evacuation_pace` while a node is drained, so
+//! that its next pod goes soon after the previous one's replacement is Ready. What the alerts
+//! ask stays in force, in every round, until they resolve ([`ActiveAlerts`]).
+//!
 //! Leadership is checked by the fence immediately before every write; a refusal ends the round
 //! at once (`fenced`) and the loop waits for leadership again. A new leadership (a new term)
 //! starts the watches afresh and reads the planner's memory from the cluster, so a failover
@@ -18,10 +23,11 @@ use tokio::{sync::watch, time::Instant};
 use tracing::{error, info, warn};
 
 use super::{
+    alerted::ActiveAlerts,
     capture::capture,
     decisions::{
         DecisionLog, EvictionResult, ExcludedNode, ExecutedEviction, RoundRecord, RoundResult,
-        TaintChanges,
+        RoundTrigger, TaintChanges,
     },
     election::Role,
     execute::{Executor, Subject},
@@ -32,7 +38,13 @@ use super::{
     taints::{self, TaintError},
     view::ClusterView,
 };
-use crate::rebalance::{plan, plan::Eviction, Plan, Policy, RebalanceState, Timestamp};
+use crate::{
+    rebalance::{
+        plan::{Eviction, NodeStatus},
+        plan_directed, Directives, Plan, Policy, RebalanceState, Timestamp,
+    },
+    serve::alerts::{AlertAction, AlertReceiver},
+};
 
 /// How the leader works.
 #[derive(Clone)]
@@ -47,6 +59,10 @@ pub struct LeaderSettings {
     pub loads: AgentLoads,
     /// Bound on one API write (within what the fence leaves).
     pub call_timeout: Duration,
+    /// How long an alert's action lasts without its end (the webhook's `remember_seconds`).
+    pub alert_hold: Duration,
+    /// How often a node being drained is looked at between scheduled rounds.
+    pub evacuation_pace: Duration,
 }
 
 fn unix_now() -> (Timestamp, f64) {
@@ -56,13 +72,15 @@ fn unix_now() -> (Timestamp, f64) {
     (Timestamp(since.as_secs() as i64), since.as_secs_f64())
 }
 
-/// Runs until `shutdown`: leads whenever `role` says so.
+/// Runs until `shutdown`: leads whenever `role` says so, and takes the webhook's actions from
+/// `alerts` (`None` without the webhook) while it does.
 pub async fn run(
     client: Client,
     settings: LeaderSettings,
     fence: Fence,
     mut role: watch::Receiver<Role>,
     decisions: Arc<DecisionLog>,
+    mut alerts: Option<AlertReceiver>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -78,7 +96,7 @@ pub async fn run(
         };
         let mut leadership = Leadership::new(&client, &settings, &fence, term, &decisions);
         let outcome = {
-            let lead = leadership.lead();
+            let lead = leadership.lead(alerts.as_mut());
             tokio::pin!(lead);
             tokio::select! {
                 _ = &mut lead => None,
@@ -103,6 +121,8 @@ struct Leadership<'a> {
     decisions: &'a DecisionLog,
     view: Option<ClusterView>,
     state: RebalanceState,
+    /// What the alerts firing ask; a new leadership starts without (Alertmanager re-sends).
+    alerts: ActiveAlerts,
 }
 
 /// Why a round stopped early.
@@ -133,6 +153,7 @@ impl<'a> Leadership<'a> {
             decisions,
             view: None,
             state: RebalanceState::default(),
+            alerts: ActiveAlerts::new(settings.alert_hold),
         }
     }
 
@@ -151,7 +172,7 @@ impl<'a> Leadership<'a> {
     }
 
     /// Returns when a round is fenced (the loop then waits for leadership to be regained).
-    async fn lead(&mut self) {
+    async fn lead(&mut self, mut alerts: Option<&mut AlertReceiver>) {
         info!(
             term = self.term,
             dry_run = self.dry_run(),
@@ -186,21 +207,70 @@ impl<'a> Leadership<'a> {
         };
         let mut ticks = tokio::time::interval(self.settings.round_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pace = tokio::time::interval(self.settings.evacuation_pace);
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticks.tick().await;
-            if self.round(&mut store).await == RoundResult::Fenced {
+            let draining = self.alerts.evacuating();
+            let trigger = tokio::select! {
+                _ = ticks.tick() => RoundTrigger::Schedule,
+                _ = pace.tick(), if draining => RoundTrigger::Evacuation,
+                Some(action) = next_action(&mut alerts) => {
+                    if !self.take_actions(action, &mut alerts) {
+                        continue;
+                    }
+                    RoundTrigger::Alert
+                }
+            };
+            if self.round(&mut store, trigger).await == RoundResult::Fenced {
                 return;
             }
+            // The schedule is kept (hysteresis counts scheduled rounds); the pace counts from
+            // the last round of any kind.
+            pace.reset();
         }
     }
 
-    async fn round(&mut self, store: &mut StateStore) -> RoundResult {
+    /// Takes in `first` and every action queued behind it (one round serves them all); whether
+    /// they ask for a round now.
+    fn take_actions(
+        &mut self,
+        first: AlertAction,
+        alerts: &mut Option<&mut AlertReceiver>,
+    ) -> bool {
+        let now = std::time::Instant::now();
+        let mut round_now = false;
+        let mut action = Some(first);
+        while let Some(taken) = action {
+            info!(
+                action = taken.name(),
+                node = taken.node(),
+                fingerprint = taken.fingerprint(),
+                "alert action"
+            );
+            round_now |= self.alerts.apply(taken, now).round_now;
+            action = alerts.as_mut().and_then(|a| a.try_recv().ok());
+        }
+        round_now
+    }
+
+    async fn round(&mut self, store: &mut StateStore, trigger: RoundTrigger) -> RoundResult {
         let started = Instant::now();
         let (now, _) = unix_now();
+        let expired = self.alerts.expire(std::time::Instant::now());
+        if expired > 0 {
+            warn!(
+                expired,
+                "alert actions dropped: no end within the hold (remember_seconds)"
+            );
+        }
+        let directives = self.alerts.directives(trigger != RoundTrigger::Schedule);
+        round_metrics::alert_actions(&directives);
         let mut record = RoundRecord {
             at: now,
             leader: self.settings.identity.clone(),
             term: self.term,
+            trigger,
+            alerts: directives.clone(),
             dry_run: self.dry_run(),
             result: RoundResult::Planned,
             error: None,
@@ -213,7 +283,7 @@ impl<'a> Leadership<'a> {
         };
         let mut hot_taints = 0;
         let outcome = self
-            .plan_and_act(store, now, &mut record, &mut hot_taints)
+            .plan_and_act(store, now, &directives, &mut record, &mut hot_taints)
             .await;
         match outcome {
             Ok(()) => {}
@@ -246,6 +316,7 @@ impl<'a> Leadership<'a> {
         });
         info!(
             result = record.result.as_str(),
+            trigger = ?trigger,
             evictions = record.evictions.len(),
             excluded = record.excluded_nodes.len(),
             taints_added = record.taints.added.len(),
@@ -262,6 +333,7 @@ impl<'a> Leadership<'a> {
         &mut self,
         store: &mut StateStore,
         now: Timestamp,
+        directives: &Directives,
         record: &mut RoundRecord,
         hot_taints: &mut usize,
     ) -> Result<(), Stop> {
@@ -289,7 +361,8 @@ impl<'a> Leadership<'a> {
         record.capture_problems = captured.problems;
         let mut policy = self.settings.policy.clone();
         policy.dry_run = self.dry_run();
-        let (plan, mut next) = plan(&captured.snapshot, &self.state, &policy, now);
+        let (plan, mut next) =
+            plan_directed(&captured.snapshot, &self.state, &policy, now, directives);
         record.plan = Some(plan.clone());
         let dry_run = plan.dry_run;
         if !dry_run && !plan.evictions.is_empty() {
@@ -309,7 +382,9 @@ impl<'a> Leadership<'a> {
             return Err(Stop::Fenced(Fenced::NotLeader));
         }
         if !dry_run {
-            record.taints = self.reconcile_taints(&nodes, &next).await?;
+            record.taints = self
+                .reconcile_taints(&nodes, &hot_nodes(&plan, &next))
+                .await?;
         }
         *hot_taints = count_hot(&nodes, &record.taints);
         self.state = next;
@@ -396,18 +471,17 @@ impl<'a> Leadership<'a> {
         Ok(())
     }
 
-    /// Taints exactly the sources of `state`; orphans are removed.
+    /// Taints exactly `sources`; orphans are removed.
     async fn reconcile_taints(
         &self,
         nodes: &[Arc<Node>],
-        state: &RebalanceState,
+        sources: &BTreeSet<String>,
     ) -> Result<TaintChanges, Stop> {
-        let sources = taints::sources(state);
         let current = nodes
             .iter()
             .map(|n| (n.name_any(), taints::has_hot_taint(n)))
             .collect::<Vec<_>>();
-        let changes = taints::changes(current.iter().map(|(n, t)| (n.as_str(), *t)), &sources);
+        let changes = taints::changes(current.iter().map(|(n, t)| (n.as_str(), *t)), sources);
         self.apply_taints(nodes, changes).await
     }
 
@@ -464,6 +538,27 @@ impl<'a> Leadership<'a> {
             Err(_) => warn!("removing the taints took too long; the next leader reconciles them"),
         }
     }
+}
+
+/// The next webhook action, or never without the webhook.
+async fn next_action(alerts: &mut Option<&mut AlertReceiver>) -> Option<AlertAction> {
+    match alerts {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The nodes that carry the hot taint after this round: the planner's sources, the nodes an
+/// alert had relieved as sources and those being drained (new pods should go elsewhere).
+fn hot_nodes(plan: &Plan, state: &RebalanceState) -> BTreeSet<String> {
+    let mut hot = taints::sources(state);
+    hot.extend(
+        plan.nodes
+            .iter()
+            .filter(|r| matches!(r.status, NodeStatus::Source | NodeStatus::Evacuating))
+            .map(|r| r.node.clone()),
+    );
+    hot
 }
 
 /// The evictions a fence refusal kept from being sent.

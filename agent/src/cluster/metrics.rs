@@ -11,7 +11,7 @@ use crate::{
     load::score::Resource,
     rebalance::{
         plan::{NodeStatus, SkipReason},
-        Plan, RebalanceState, Timestamp,
+        Directives, Plan, RebalanceState, Timestamp,
     },
 };
 
@@ -40,7 +40,11 @@ pub fn describe() {
         "ballast_last_round_timestamp_seconds",
         "Unix time the last round finished."
     );
-    describe_counter!("ballast_evictions_total", "Evictions asked of the API by result (evicted, pdb_blocked, conflict, not_found, failed, dry_run) and the hot resource of their source.");
+    describe_counter!("ballast_evictions_total", "Evictions asked of the API by result (evicted, pdb_blocked, conflict, not_found, failed, dry_run) and the hot resource of their source (evacuation: drained by an alert).");
+    describe_gauge!(
+        "ballast_alert_actions_active",
+        "Nodes the alerts firing ask to relieve now (targeted_round) or to drain (evacuate), at the last round."
+    );
     describe_counter!(
         "ballast_eviction_skips_total",
         "Candidate pods on source nodes the planner did not evict, by reason."
@@ -51,7 +55,7 @@ pub fn describe() {
     );
     describe_gauge!(
         "ballast_node_state",
-        "1 for the state each node was in at the last round (normal, abnormal: not yet for enough rounds, source, excluded: no fresh load), 0 for the others."
+        "1 for the state each node was in at the last round (normal, abnormal: not yet for enough rounds, source, excluded: no fresh load, evacuating, alerted: an alert asks to relieve it but it is under its release thresholds), 0 for the others."
     );
     describe_gauge!(
         "ballast_hot_taints",
@@ -66,6 +70,16 @@ pub fn describe() {
         "ballast_api_requests_total",
         "Requests to the Kubernetes API by verb, resource and HTTP status (error: no answer)."
     );
+}
+
+/// What the alerts firing ask, by action.
+pub fn alert_actions(directives: &Directives) {
+    for (action, nodes) in [
+        ("targeted_round", directives.relieve.len()),
+        ("evacuate", directives.evacuate.len()),
+    ] {
+        metrics::gauge!("ballast_alert_actions_active", "action" => action).set(nodes as f64);
+    }
 }
 
 pub fn eviction(result: EvictionResult, resource: &str) {
@@ -99,7 +113,14 @@ pub struct RoundFigures<'a> {
     pub hot_taints: usize,
 }
 
-const NODE_STATES: [&str; 4] = ["normal", "abnormal", "source", "excluded"];
+const NODE_STATES: [&str; 6] = [
+    "normal",
+    "abnormal",
+    "source",
+    "excluded",
+    "evacuating",
+    "alerted",
+];
 
 /// Every node the round knows (the planner's memory holds all nodes with load, the plan's report
 /// the sources, the abnormal and the excluded ones) with its state name.
@@ -114,6 +135,8 @@ fn node_states<'a>(plan: &'a Plan, state: &'a RebalanceState) -> BTreeMap<&'a st
             NodeStatus::Source => "source",
             NodeStatus::Abnormal => "abnormal",
             NodeStatus::Excluded => "excluded",
+            NodeStatus::Evacuating => "evacuating",
+            NodeStatus::Alerted => "alerted",
         };
         states.insert(report.node.as_str(), name);
     }

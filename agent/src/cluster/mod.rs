@@ -6,6 +6,7 @@
 //! reconciliation, the state's size bound) are unit-tested beside their code; the I/O around them
 //! is thin.
 
+pub mod alerted;
 pub mod api_metrics;
 pub mod capture;
 pub mod client;
@@ -16,6 +17,7 @@ pub mod fence;
 pub mod gather;
 pub mod leader;
 pub mod loads;
+pub mod locate;
 pub mod memory;
 pub mod metrics;
 pub mod names;

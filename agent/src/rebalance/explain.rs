@@ -157,3 +157,15 @@ pub fn eviction_reason(
     }
     reason
 }
+
+pub fn evacuation_reason(
+    pod: &Pod,
+    source: &str,
+    alerts: &str,
+    destination: &Destination,
+) -> String {
+    format!(
+        "{alerts} asks to evacuate {source}; moving {}/{} (priority {}, {:?}), one pod at a time; best fit {} (score {:.2})",
+        pod.namespace, pod.name, pod.priority, pod.qos, destination.node, destination.score,
+    )
+}

@@ -147,7 +147,8 @@ impl Reason {
                 | SkipReason::NamespaceLimit
                 | SkipReason::RoundLimit
                 | SkipReason::RateLimit
-                | SkipReason::NoDestination => Severity::Blocking,
+                | SkipReason::NoDestination
+                | SkipReason::EvacuationQueued => Severity::Blocking,
             },
             Reason::Check(CheckReason::Pinned) => Severity::Blocking,
             Reason::Check(_) => Severity::Warning,

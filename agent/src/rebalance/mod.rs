@@ -3,12 +3,14 @@
 //!
 //! - [`snapshot`]: the input data (nodes, pods, PDBs, the agents' load);
 //! - [`policy`]: thresholds, eligibility and limits, read from TOML;
+//! - [`directives`]: what active alerts ask of a round (relieve a node now, drain one);
 //! - [`state`]: what is remembered between rounds (hysteresis, cooldowns, token bucket);
 //! - [`plan`]: the output types and [`plan::plan`], the round itself;
 //! - [`migratability`]: the report of `ballast check`, whether each workload can be moved and why
 //!   not, by the same rules.
 
 mod classify;
+pub mod directives;
 mod eligibility;
 mod explain;
 #[cfg(test)]
@@ -26,7 +28,8 @@ mod round;
 pub mod snapshot;
 pub mod state;
 
-pub use plan::{plan, Plan};
+pub use directives::Directives;
+pub use plan::{plan, plan_directed, Plan};
 pub use policy::Policy;
 pub use snapshot::{ClusterSnapshot, Timestamp};
 pub use state::RebalanceState;

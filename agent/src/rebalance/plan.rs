@@ -6,6 +6,7 @@ use std::{collections::BTreeMap, fmt};
 use serde::{Deserialize, Serialize};
 
 use super::{
+    directives::Directives,
     policy::Policy,
     snapshot::{ClusterSnapshot, Pod, Timestamp, WorkloadKey},
     state::RebalanceState,
@@ -158,6 +159,8 @@ pub enum SkipReason {
     RateLimit,
     /// No node fits it with its predicted load under the destination's thresholds.
     NoDestination,
+    /// Its node is being evacuated one pod at a time and another pod goes first.
+    EvacuationQueued,
 }
 
 /// A node worth reporting: a source, one on its way to becoming one, or one left out.
@@ -181,6 +184,11 @@ pub enum NodeStatus {
     Abnormal,
     /// Neither source nor destination this round.
     Excluded,
+    /// An alert asks to drain it: its eligible pods move off one at a time, whatever its load.
+    Evacuating,
+    /// An alert asks to relieve it, but it is at or under its release thresholds (the
+    /// hysteresis floor): left alone.
+    Alerted,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -197,16 +205,30 @@ pub enum NodeSkip {
     TargetNotReached,
     /// The round's eviction limit or the token bucket ran out before this source was reached.
     LimitReached,
+    /// A round run for an alert on another node: this source waits for the next scheduled round.
+    OffSchedule,
 }
 
-/// One planning round: classify the nodes of `snapshot` (with the hysteresis in `state`), choose
-/// the evictions that bring sources under their target within `policy`'s limits, and return them
-/// with the state for the next round. Pure and deterministic: equal inputs give equal outputs.
+/// [`plan_directed`] with no alert active: a scheduled round.
 pub fn plan(
     snapshot: &ClusterSnapshot,
     state: &RebalanceState,
     policy: &Policy,
     now: Timestamp,
 ) -> (Plan, RebalanceState) {
-    super::round::run(snapshot, state, policy, now)
+    plan_directed(snapshot, state, policy, now, &Directives::default())
+}
+
+/// One planning round: classify the nodes of `snapshot` (with the hysteresis in `state`), choose
+/// the evictions that bring sources under their target within `policy`'s limits, and return them
+/// with the state for the next round; `directives` adds what active alerts ask for (nodes to
+/// relieve now, nodes to drain). Pure and deterministic: equal inputs give equal outputs.
+pub fn plan_directed(
+    snapshot: &ClusterSnapshot,
+    state: &RebalanceState,
+    policy: &Policy,
+    now: Timestamp,
+    directives: &Directives,
+) -> (Plan, RebalanceState) {
+    super::round::run(snapshot, state, policy, now, directives)
 }

@@ -10,7 +10,7 @@
 
 use super::{
     loads::{index, Loads},
-    snapshot::{Node, NodeLoad, PodLoad},
+    snapshot::{Node, NodeLoad, Pod, PodLoad},
 };
 use crate::load::score::{Resource, ResourceLoad};
 
@@ -34,6 +34,16 @@ impl Usage {
             memory_bytes: valid(load.working_set_bytes)?,
             network_bytes_per_second: valid(load.network_bytes_per_second),
         })
+    }
+
+    /// What the pod asked for, for a pod that must move although its use was not measured (an
+    /// evacuation): the best estimate there is, and the one the scheduler places it by.
+    pub fn requested(pod: &Pod) -> Usage {
+        Usage {
+            cpu_cores: pod.requests.cpu_millicores as f64 / 1000.0,
+            memory_bytes: pod.requests.memory_bytes as f64,
+            network_bytes_per_second: None,
+        }
     }
 }
 

@@ -8,10 +8,11 @@ use proptest::prelude::*;
 
 use super::{
     classify::Thresholds,
+    directives::Directives,
     fixtures::cluster,
     loads::Loads,
     matching::{covers, placeable},
-    plan::{plan, Figures, Plan},
+    plan::{plan, plan_directed, Figures, Plan},
     policy::Policy,
     snapshot::{ClusterSnapshot, Timestamp},
     state::RebalanceState,
@@ -50,6 +51,12 @@ fn figures_of(snapshot: &ClusterSnapshot, node: &str) -> Option<Figures> {
 }
 
 fn check_invariants(snapshot: &ClusterSnapshot, policy: &Policy, plan: &Plan) {
+    check_limits(snapshot, policy, plan);
+    check_hottest_not_raised(snapshot, policy, plan);
+}
+
+/// PDBs, limits, eligibility and fit.
+fn check_limits(snapshot: &ClusterSnapshot, policy: &Policy, plan: &Plan) {
     let pods_by_uid: BTreeMap<&str, _> =
         snapshot.pods.iter().map(|p| (p.uid.as_str(), p)).collect();
     let limits = &policy.limits;
@@ -122,7 +129,10 @@ fn check_invariants(snapshot: &ClusterSnapshot, policy: &Policy, plan: &Plan) {
             pdb.name
         );
     }
-    // The hottest node, before and after the predicted moves, relative to the high thresholds.
+}
+
+/// The hottest node, before and after the predicted moves, relative to the high thresholds.
+fn check_hottest_not_raised(snapshot: &ClusterSnapshot, policy: &Policy, plan: &Plan) {
     let thresholds = Thresholds::for_round(&policy.classification, Vec::<Loads>::new().iter());
     let mut after: BTreeMap<&str, Figures> = snapshot
         .nodes
@@ -161,6 +171,33 @@ proptest! {
         prop_assert!(next.evictions.iter().all(|e| {
             plan.evictions.iter().all(|first| first.workload != e.workload)
         }), "a workload in flight was evicted again");
+    }
+
+    #[test]
+    fn alert_directives_keep_every_limit_and_never_fill_a_drained_node(
+        snapshot in cluster(),
+        policy in policy(),
+        relieve in prop::collection::btree_set(0..12usize, 0..3),
+        evacuate in prop::collection::btree_set(0..12usize, 0..3),
+        off_schedule in any::<bool>(),
+    ) {
+        let name = |i: &usize| snapshot.nodes[i % snapshot.nodes.len()].name.clone();
+        let alert = || std::collections::BTreeSet::from(["A".to_owned()]);
+        let directives = Directives {
+            off_schedule,
+            relieve: relieve.iter().map(|i| (name(i), alert())).collect(),
+            evacuate: evacuate.iter().map(|i| (name(i), alert())).collect(),
+        };
+        let (plan, _) = plan_directed(&snapshot, &RebalanceState::default(), &policy, NOW, &directives);
+        check_limits(&snapshot, &policy, &plan);
+        for e in &plan.evictions {
+            prop_assert!(!directives.evacuates(&e.destinations[0].node), "{} placed on a drained node", e.pod);
+            prop_assert!(directives.acts_on(&e.source), "{} moved off an undirected node off schedule", e.pod);
+        }
+        for node in directives.evacuate.keys() {
+            let moved = plan.evictions.iter().filter(|e| &e.source == node).count();
+            prop_assert!(moved <= 1, "{moved} pods moved off {node} at once");
+        }
     }
 
     #[test]

@@ -14,8 +14,9 @@ use foldhash::fast::FixedState;
 
 use super::{
     classify::{step, Thresholds, Verdict},
+    directives::{alerts_text, Directives},
     eligibility::{self, WorkloadView},
-    explain::{describe_resource, describe_source, eviction_reason, Rejections},
+    explain::{describe_resource, describe_source, evacuation_reason, eviction_reason, Rejections},
     limits::{in_flight_expired, record_arrival, record_eviction, refill, worth_keeping},
     loads::Loads,
     matching::{covers, placeable, soft_taints, Mismatch},
@@ -58,8 +59,10 @@ struct NodeEntry<'a> {
     requested_memory: u64,
     requested_extended: BTreeMap<&'a str, u64>,
     pods: Vec<usize>,
-    /// Resources in the source state after this round's classification.
+    /// Resources in the source state after this round's classification (or an alert's).
     source: Vec<Resource>,
+    /// An alert asks to drain it.
+    evacuating: bool,
 }
 
 impl<'a> NodeEntry<'a> {
@@ -94,6 +97,11 @@ impl<'a> NodeEntry<'a> {
             return Err("lack free extended resources for its requests");
         }
         Ok(())
+    }
+
+    /// Pods are moved off it this round (if the limits allow).
+    fn drained(&self) -> bool {
+        !self.source.is_empty() || self.evacuating
     }
 
     fn add_requests(&mut self, pod: &'a Pod) {
@@ -150,11 +158,13 @@ pub fn run(
     state: &RebalanceState,
     policy: &Policy,
     now: Timestamp,
+    directives: &Directives,
 ) -> (Plan, RebalanceState) {
-    let mut round = Round::new(snapshot, state, policy, now);
+    let mut round = Round::new(snapshot, state, policy, now, directives);
     round.classify();
     round.index_pods();
     round.release_in_flight();
+    round.evacuate_nodes();
     round.relieve_sources();
     round.finish()
 }
@@ -164,6 +174,7 @@ struct Round<'a> {
     previous: &'a RebalanceState,
     policy: &'a Policy,
     now: Timestamp,
+    directives: &'a Directives,
     nodes: Vec<NodeEntry<'a>>,
     /// Pod indices by [`workload_hash`].
     workloads: FastMap<u64, Vec<usize>>,
@@ -195,6 +206,7 @@ impl<'a> Round<'a> {
         previous: &'a RebalanceState,
         policy: &'a Policy,
         now: Timestamp,
+        directives: &'a Directives,
     ) -> Self {
         let nodes: Vec<NodeEntry<'a>> = snapshot
             .nodes
@@ -211,6 +223,7 @@ impl<'a> Round<'a> {
                 requested_extended: BTreeMap::new(),
                 pods: Vec::new(),
                 source: Vec::new(),
+                evacuating: directives.evacuates(&node.name),
             })
             .collect();
         let thresholds = Thresholds::for_round(
@@ -238,6 +251,7 @@ impl<'a> Round<'a> {
             previous,
             policy,
             now,
+            directives,
             per_node: vec![0; nodes.len()],
             nodes,
             workloads: FastMap::default(),
@@ -263,10 +277,12 @@ impl<'a> Round<'a> {
         }
     }
 
-    /// Steps every node's hysteresis, reports the nodes that are not plainly normal and picks
-    /// the destinations.
+    /// Steps every node's hysteresis (not in an off-schedule round), makes the nodes an alert
+    /// asks to relieve sources of what is above their floor, reports the nodes that are not
+    /// plainly normal and picks the destinations (never a node being evacuated).
     fn classify(&mut self) {
         let classification = &self.policy.classification;
+        let directives = self.directives;
         let mut destinations = Vec::new();
         for (i, entry) in self.nodes.iter_mut().enumerate() {
             let name = &entry.node.name;
@@ -275,6 +291,10 @@ impl<'a> Round<'a> {
                 // Unknown load: the counters stay as they were, the node is on neither side.
                 if let Some(previous) = previous {
                     self.next.nodes.insert(name.clone(), previous.clone());
+                }
+                if entry.evacuating {
+                    // Drained all the same: evacuation does not depend on load.
+                    continue;
                 }
                 let (skip, detail) = if entry.node.ready {
                     (
@@ -299,14 +319,19 @@ impl<'a> Round<'a> {
             let mut hysteresis = BTreeMap::new();
             let mut abnormal = Vec::new();
             let mut counting = Vec::new();
+            let relieve = directives.relieves(name);
             for resource in Resource::ALL {
                 let before = previous
                     .and_then(|p| p.get(&resource))
                     .cloned()
                     .unwrap_or_default();
                 let verdict = self.thresholds.verdict(&model.loads, resource);
-                let after = step(&before, verdict, classification);
-                if after.source {
+                let after = match directives.off_schedule {
+                    true => before,
+                    false => step(&before, verdict, classification),
+                };
+                let above_floor = !self.thresholds.under_target(&model.loads, resource);
+                if after.source || (relieve && above_floor) {
                     entry.source.push(resource);
                 } else if verdict == Verdict::Abnormal {
                     abnormal.push(resource);
@@ -323,6 +348,21 @@ impl<'a> Round<'a> {
             }
             if !hysteresis.is_empty() {
                 self.next.nodes.insert(name.clone(), hysteresis);
+            }
+            if entry.evacuating {
+                continue;
+            }
+            if entry.source.is_empty() && relieve {
+                let alerts = alerts_text(&directives.relieve[name]);
+                self.reports.push(NodeReport {
+                    node: name.clone(),
+                    status: NodeStatus::Alerted,
+                    resources: Vec::new(),
+                    skip: Some(NodeSkip::UnderTarget),
+                    detail: format!(
+                        "{alerts} asks to relieve it, but it is at or under its release thresholds on every resource (the hysteresis floor): left alone"
+                    ),
+                });
             }
             if entry.source.is_empty() {
                 if !abnormal.is_empty() {
@@ -371,7 +411,7 @@ impl<'a> Round<'a> {
     /// pod.
     fn index_pods(&mut self) {
         let any_in_flight = self.next.workloads.values().any(|w| w.in_flight.is_some());
-        if !any_in_flight && self.nodes.iter().all(|n| n.source.is_empty()) {
+        if !any_in_flight && !self.nodes.iter().any(NodeEntry::drained) {
             return;
         }
         let snapshot = self.snapshot;
@@ -398,7 +438,7 @@ impl<'a> Round<'a> {
                 continue;
             };
             entry.add_requests(pod);
-            if !entry.source.is_empty() {
+            if entry.drained() {
                 entry.pods.push(i);
             }
         }
@@ -485,7 +525,7 @@ impl<'a> Round<'a> {
             .nodes
             .iter()
             .enumerate()
-            .filter(|(_, n)| !n.source.is_empty())
+            .filter(|(_, n)| !n.source.is_empty() && !n.evacuating)
             .filter_map(|(i, n)| Some((self.thresholds.node_level(&n.model.as_ref()?.loads), i)))
             .collect();
         sources.sort_by(|a, b| {
@@ -493,8 +533,103 @@ impl<'a> Round<'a> {
                 .then_with(|| self.nodes[a.1].node.name.cmp(&self.nodes[b.1].node.name))
         });
         for (_, source) in sources {
-            self.relieve(source);
+            if self.directives.acts_on(&self.nodes[source].node.name) {
+                self.relieve(source);
+            } else {
+                self.wait_for_schedule(source);
+            }
         }
+    }
+
+    /// A source left for the next scheduled round: this one was run for an alert elsewhere.
+    fn wait_for_schedule(&mut self, source: usize) {
+        let entry = &self.nodes[source];
+        let Some(model) = &entry.model else {
+            return;
+        };
+        let name = &entry.node.name;
+        let mut detail =
+            describe_source(&self.thresholds, model, &entry.source, self.snapshot, name);
+        detail.push_str("; this round was run for an alert on another node: relieved in the next scheduled round");
+        self.reports.push(NodeReport {
+            node: name.clone(),
+            status: NodeStatus::Source,
+            resources: entry.source.clone(),
+            skip: Some(NodeSkip::OffSchedule),
+            detail,
+        });
+    }
+
+    /// Drains the nodes alerts ask to evacuate, by name, before any load-driven relief: an
+    /// operator's alert (failing hardware, a disk) outranks load.
+    fn evacuate_nodes(&mut self) {
+        let mut evacuating: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].evacuating)
+            .collect();
+        evacuating.sort_by(|a, b| self.nodes[*a].node.name.cmp(&self.nodes[*b].node.name));
+        for node in evacuating {
+            self.evacuate(node);
+        }
+    }
+
+    /// Moves one eligible pod off `node`, unless an earlier one from it is still in flight;
+    /// every other pod waits its turn.
+    fn evacuate(&mut self, node: usize) {
+        let name = self.nodes[node].node.name.clone();
+        let alerts = self
+            .directives
+            .evacuate
+            .get(&name)
+            .map(alerts_text)
+            .unwrap_or_default();
+        let mut ahead: Option<String> = self.next.workloads.iter().find_map(|(key, memory)| {
+            let in_flight = memory.in_flight.as_ref().filter(|f| f.source == name)?;
+            Some(format!(
+                "the replacement of {} ({key}) is not Ready yet",
+                in_flight.pod_name
+            ))
+        });
+        let candidates = self.candidates(node, &[]);
+        let eligible = candidates.len();
+        for candidate in candidates {
+            let pod = &self.snapshot.pods[candidate.pod];
+            if let Some(ahead) = &ahead {
+                self.skip(
+                    pod,
+                    node,
+                    SkipReason::EvacuationQueued,
+                    format!("the evacuation moves one pod at a time: {ahead}"),
+                );
+                continue;
+            }
+            if let Err((reason, detail)) = self.within_limits(pod, node) {
+                self.skip(pod, node, reason, detail);
+                continue;
+            }
+            match self.rank_destinations(pod, &candidate.usage, f64::INFINITY) {
+                Ok(ranked) => {
+                    self.evict(&candidate, node, &[], ranked);
+                    ahead = Some(format!("{}/{} goes first", pod.namespace, pod.name));
+                }
+                Err(rejections) => {
+                    self.skip(pod, node, SkipReason::NoDestination, rejections.describe());
+                }
+            }
+        }
+        let moved = self.per_node[node];
+        let detail = match eligible {
+            0 => format!("evacuating ({alerts}): no eligible pod left on it (see the skipped pods for the others)"),
+            _ => format!(
+                "evacuating ({alerts}): {moved} of {eligible} eligible pod(s) moved this round, one at a time"
+            ),
+        };
+        self.reports.push(NodeReport {
+            node: name,
+            status: NodeStatus::Evacuating,
+            resources: Vec::new(),
+            skip: None,
+            detail,
+        });
     }
 
     fn relieve(&mut self, source: usize) {
@@ -552,7 +687,8 @@ impl<'a> Round<'a> {
                 self.skip(pod, source, reason, detail);
                 continue;
             }
-            match self.rank_destinations(pod, &candidate.usage, source) {
+            let level = self.source_level(source);
+            match self.rank_destinations(pod, &candidate.usage, level) {
                 Ok(ranked) => self.evict(&candidate, source, &resources, ranked),
                 Err(rejections) => self.skip(
                     pod,
@@ -597,27 +733,41 @@ impl<'a> Round<'a> {
     }
 
     /// The eligible pods of `source`, least disruptive first (lower priority, then lower QoS),
-    /// then most relief; the others are recorded as skipped.
+    /// then most relief of `resources`; the others are recorded as skipped. Without `resources`
+    /// (an evacuation) relief does not matter, a pod without measured load is placed by its
+    /// requests, and having come back recently is no refusal: the node takes no pods.
     fn candidates(&mut self, source: usize, resources: &[Resource]) -> Vec<Candidate> {
         let weights = &self.policy.selection.weights;
         let snapshot = self.snapshot;
+        let evacuating = resources.is_empty();
         let mut candidates = Vec::new();
         let pods = self.nodes[source].pods.clone();
         for i in pods {
             let pod = &snapshot.pods[i];
             let view = self.workload_view(pod);
             let policy = self.policy;
-            if let Err(refusal) = eligibility::check(
-                pod,
-                &view,
-                &policy.eligibility,
-                &policy.limits.cooldown,
-                self.now,
-            ) {
+            let (eligibility, cooldown) = (&policy.eligibility, &policy.limits.cooldown);
+            let refusal = match evacuating {
+                false => eligibility::check(pod, &view, eligibility, cooldown, self.now).err(),
+                true => eligibility::refusals(pod, &view, eligibility, cooldown, self.now)
+                    .into_iter()
+                    .find(|r| r.reason != SkipReason::CameBack),
+            };
+            if let Some(refusal) = refusal {
                 self.skip(pod, source, refusal.reason, refusal.detail);
                 continue;
             }
-            let usage = snapshot.pod_loads.get(&pod.uid).and_then(Usage::of);
+            let measured = snapshot.pod_loads.get(&pod.uid).and_then(Usage::of);
+            if evacuating {
+                let usage = measured.unwrap_or_else(|| Usage::requested(pod));
+                candidates.push(Candidate {
+                    pod: i,
+                    usage,
+                    relief: 0.0,
+                });
+                continue;
+            }
+            let usage = measured;
             let Some(usage) = usage.filter(|u| {
                 !resources.contains(&Resource::Network) || u.network_bytes_per_second.is_some()
             }) else {
@@ -760,18 +910,23 @@ impl<'a> Round<'a> {
             .filter(move |i| covers(&self.snapshot.pdbs[*i], pod))
     }
 
-    /// The destinations that fit, best first, at most `destinations_reported`.
+    /// The source's level now: destinations must end below it.
+    fn source_level(&self, source: usize) -> f64 {
+        self.nodes[source]
+            .model
+            .as_ref()
+            .map_or(0.0, |m| self.thresholds.node_level(&m.loads))
+    }
+
+    /// The destinations that fit and end below `source_level` (infinite for an evacuation),
+    /// best first, at most `destinations_reported`.
     fn rank_destinations(
         &self,
         pod: &Pod,
         usage: &Usage,
-        source: usize,
+        source_level: f64,
     ) -> Result<Vec<Ranked>, Rejections> {
         let keep = self.policy.selection.destinations_reported;
-        let source_level = self.nodes[source]
-            .model
-            .as_ref()
-            .map_or(0.0, |m| self.thresholds.node_level(&m.loads));
         let mut rejections = Rejections::default();
         let mut best: Vec<Ranked> = Vec::with_capacity(keep + 1);
         for &(key, d) in &self.destinations {
@@ -873,16 +1028,17 @@ impl<'a> Round<'a> {
     ) {
         let snapshot = self.snapshot;
         let pod = &snapshot.pods[candidate.pod];
-        let source_model = self.nodes[source].model.as_ref();
-        let (Some(workload), Some(best), Some(source_model)) =
-            (pod.workload(), ranked.first(), source_model)
-        else {
-            // Unreachable: candidates have an owner and a modelled source, rankings a first.
+        let (Some(workload), Some(best)) = (pod.workload(), ranked.first()) else {
+            // Unreachable: candidates have an owner, rankings a first.
             return;
         };
-        let source_before = source_model.loads.to_figures();
-        let after = source_model.after(&candidate.usage, false, &[0.0; 3]);
-        let source_after = after.to_figures();
+        // A node being evacuated may have no load measured: its figures are then left out.
+        let source_model = self.nodes[source].model.as_ref();
+        let source_before = source_model
+            .map(|m| m.loads.to_figures())
+            .unwrap_or_default();
+        let after = source_model.map(|m| m.after(&candidate.usage, false, &[0.0; 3]));
+        let source_after = after.as_ref().map(Loads::to_figures).unwrap_or_default();
         let destinations: Vec<Destination> = ranked
             .iter()
             .map(|r| Destination {
@@ -896,7 +1052,7 @@ impl<'a> Round<'a> {
                 after: r.after.to_figures(),
             })
             .collect();
-        if let Some(model) = self.nodes[source].model.as_mut() {
+        if let (Some(model), Some(after)) = (self.nodes[source].model.as_mut(), after) {
             model.loads = after;
         }
         let destination = &mut self.nodes[best.node];
@@ -931,15 +1087,20 @@ impl<'a> Round<'a> {
                 evicted_at: self.now,
             },
         );
-        let reason = eviction_reason(
-            &self.thresholds,
-            pod,
-            &source_name,
-            resources,
-            (&source_before, &source_after),
-            &destinations[0],
-            snapshot,
-        );
+        let reason = match self.directives.evacuate.get(&source_name) {
+            Some(alerts) if resources.is_empty() => {
+                evacuation_reason(pod, &source_name, &alerts_text(alerts), &destinations[0])
+            }
+            _ => eviction_reason(
+                &self.thresholds,
+                pod,
+                &source_name,
+                resources,
+                (&source_before, &source_after),
+                &destinations[0],
+                snapshot,
+            ),
+        };
         self.pods_considered += 1;
         self.evictions.push(Eviction {
             pod: PodRef::from(pod),
@@ -981,5 +1142,7 @@ impl<'a> Round<'a> {
     }
 }
 
+#[cfg(test)]
+mod directed_tests;
 #[cfg(test)]
 mod tests;

@@ -21,12 +21,13 @@ use crate::{
         fence::Fence,
         gather::{AgentLoads, AgentSelector, Gatherer, AGENT_SELECTOR},
         leader::{self, LeaderSettings},
+        locate::PodLocator,
         names,
     },
     rebalance::Policy,
     serve::{
         self,
-        alerts::{AlertsConfig, Leadership},
+        alerts::{forward::Forwarder, AlertReceiver, AlertsConfig, Leadership},
         auth::TokenFile,
     },
     state::AgentState,
@@ -84,7 +85,15 @@ pub struct ClusterArgs {
     /// Rounds kept for /v1/decisions.
     #[arg(long, default_value_t = 10)]
     pub decisions_kept: usize,
+    /// While an alert has a node drained, how often the leader looks whether its next pod may
+    /// go (the previous one's replacement is Ready), between scheduled rounds.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub evacuation_pace: Duration,
 }
+
+/// How long a follower waits for the leader's answer to a relayed webhook call (Alertmanager's
+/// own timeout is 10 s by default).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything checked before the agent starts anything.
 pub struct Setup {
@@ -107,6 +116,7 @@ struct RoundFlags {
     load_max_age: Option<Duration>,
     gather_timeout: Duration,
     decisions_kept: usize,
+    evacuation_pace: Duration,
 }
 
 /// What the common part of `run` hands over.
@@ -116,6 +126,8 @@ pub struct Running {
     pub metrics: PrometheusHandle,
     pub load: serve::LoadFrom,
     pub alerts: Option<AlertsConfig>,
+    /// The webhook's actions, for the leader loop.
+    pub alert_actions: Option<AlertReceiver>,
     /// Who leads, for the webhook (which only the leader acts on).
     pub leadership: watch::Sender<Leadership>,
     pub serving_shutdown: watch::Receiver<bool>,
@@ -184,6 +196,7 @@ impl Setup {
                 load_max_age: c.load_max_age,
                 gather_timeout: c.gather_timeout,
                 decisions_kept: c.decisions_kept,
+                evacuation_pace: c.evacuation_pace,
             },
         })
     }
@@ -211,9 +224,31 @@ impl Setup {
             self.round.decisions_kept,
         ));
         let address = running.listener.local_addr()?;
+        let alert_hold = running.alerts.as_ref().map_or(Duration::MAX, |a| {
+            Duration::from_secs(a.routing.remember_seconds)
+        });
+        let alerts = match running.alerts {
+            Some(mut alerts) => {
+                let locator = PodLocator::new(
+                    Api::namespaced(api.client.clone(), &namespace),
+                    namespace.clone(),
+                    self.agent_port,
+                );
+                let forwarder = Forwarder::new(&self.identity, Arc::new(locator), FORWARD_TIMEOUT)
+                    .with_context(|| {
+                        format!(
+                            "the pod name {:?} cannot name this agent on relayed webhook calls",
+                            self.identity
+                        )
+                    })?;
+                alerts.forwarder = Some(forwarder);
+                Some(alerts)
+            }
+            None => None,
+        };
         let options = serve::Options {
             load: running.load,
-            alerts: running.alerts,
+            alerts,
             token: Some(self.token.clone()),
             decisions: Some(decisions.clone()),
         };
@@ -263,6 +298,8 @@ impl Setup {
                 max_age: self.round.load_max_age,
             },
             call_timeout: Duration::from_secs(5),
+            alert_hold,
+            evacuation_pace: self.round.evacuation_pace,
         };
         let (stop_leading, leading_shutdown) = watch::channel(false);
         let leading = tokio::spawn(leader::run(
@@ -271,6 +308,7 @@ impl Setup {
             fence,
             role,
             decisions,
+            running.alert_actions,
             leading_shutdown,
         ));
 

@@ -8,10 +8,11 @@
 //! | `Content-Type: application/json` | 415 |
 //! | body at most [`BODY_LIMIT`] | 413 |
 //! | version 4 payload, at most [`super::MAX_ALERTS`] alerts | 400 |
-//! | this agent leads | 503 + `X-Ballast-Leader`, connection closed |
+//! | this agent leads, else it relays the call to the leader ([`super::forward`]) | 503 + `X-Ballast-Leader`, connection closed |
 //! | the actions fit in the leader's queue | 503 |
 //!
-//! then 202 with what became of each alert. Alertmanager retries 5xx and drops 4xx, so the
+//! then 202 with what became of each alert (a relayed call: the leader's answer, with
+//! `X-Ballast-Leader`). Alertmanager retries 5xx and drops 4xx, so the
 //! refusals that a retry can cure (not the leader, queue full) are 503 and the others 4xx.
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,6 +30,7 @@ use tokio::sync::{mpsc::error::TrySendError, watch};
 use tracing::{info, warn};
 
 use super::{
+    forward::{Forwarder, FORWARDED_HEADER},
     intake::{self, intake, AlertOutcome, Disposition, Intake},
     ledger::Ledger,
     payload, AlertRouting, AlertSender, AlertsConfig, Leadership,
@@ -50,6 +52,7 @@ struct Webhook {
     routing: AlertRouting,
     leadership: watch::Receiver<Leadership>,
     actions: AlertSender,
+    forwarder: Option<Forwarder>,
     ledger: Mutex<Ledger>,
 }
 
@@ -63,6 +66,7 @@ pub fn routes(config: Option<AlertsConfig>) -> Router {
             routing: c.routing,
             leadership: c.leadership,
             actions: c.actions,
+            forwarder: c.forwarder,
             ledger: Mutex::new(ledger),
         })
     });
@@ -99,6 +103,8 @@ impl Webhook {
                 .insert(header::WWW_AUTHENTICATE, problem.challenge());
             return Err(response);
         }
+        let authorization = request.headers().get(header::AUTHORIZATION).cloned();
+        let forwarded_by = request.headers().get(FORWARDED_HEADER).cloned();
         if !is_json(request.headers()) {
             return Err(error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -135,7 +141,24 @@ impl Webhook {
                 return Ok(not_leader(STANDALONE.into(), None));
             }
             Leadership::Follower { leader } => {
-                count("not_leader", payload.alerts.len());
+                let alerts = payload.alerts.len();
+                let relay = match (&leader, &self.forwarder, &authorization, &forwarded_by) {
+                    (Some(leader), Some(forwarder), Some(authorization), None) => {
+                        Some((leader, forwarder, authorization))
+                    }
+                    _ => None,
+                };
+                if let Some((leader, forwarder, authorization)) = relay {
+                    return Ok(self
+                        .relay(forwarder, leader, authorization, body, alerts)
+                        .await);
+                }
+                count("not_leader", alerts);
+                if let Some(by) = forwarded_by.as_ref().and_then(|v| v.to_str().ok()) {
+                    let reason =
+                        format!("relayed by {by}, but this agent does not lead (any more); retry");
+                    return Ok(not_leader(reason, leader));
+                }
                 let reason = match &leader {
                     Some(leader) => format!("this agent does not lead; {leader} does (retry: the Service picks another agent)"),
                     None => "this agent does not lead and no leader is known yet (election under way); retry".into(),
@@ -181,7 +204,48 @@ impl Webhook {
         }
         ledger.commit(decision, now);
         drop(ledger);
+        if let Some(by) = forwarded_by.as_ref().and_then(|v| v.to_str().ok()) {
+            info!(
+                relayed_by = by,
+                alerts = payload.alerts.len(),
+                "alerts relayed by a follower"
+            );
+        }
         Ok(accepted(&payload, &outcomes))
+    }
+
+    /// Passes the call to the leader and its answer back; 503 when it cannot.
+    async fn relay(
+        &self,
+        forwarder: &Forwarder,
+        leader: &str,
+        authorization: &HeaderValue,
+        body: Bytes,
+        alerts: usize,
+    ) -> Response {
+        match forwarder.relay(leader, authorization, body).await {
+            Ok(mut response) => {
+                count("forwarded", alerts);
+                info!(
+                    leader,
+                    alerts,
+                    status = response.status().as_u16(),
+                    "alerts relayed to the leader"
+                );
+                if let Ok(value) = HeaderValue::from_str(leader) {
+                    response.headers_mut().insert(LEADER_HEADER, value);
+                }
+                response
+            }
+            Err(why) => {
+                count("not_leader", alerts);
+                warn!(%why, "alerts not relayed to the leader");
+                not_leader(
+                    format!("this agent does not lead and {why}; retry"),
+                    Some(leader.to_owned()),
+                )
+            }
+        }
     }
 }
 

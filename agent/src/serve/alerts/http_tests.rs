@@ -11,23 +11,29 @@ use tokio::sync::{mpsc::error::TryRecvError, watch};
 use tower::ServiceExt;
 
 use super::{
-    channel, handler::BODY_LIMIT, payload::samples, routes, ActionKind, AlertAction, AlertReceiver,
-    AlertRouting, AlertSender, AlertsConfig, Leadership, QUEUE_CAPACITY,
+    channel, forward::Forwarder, handler::BODY_LIMIT, payload::samples, routes, ActionKind,
+    AlertAction, AlertReceiver, AlertRouting, AlertSender, AlertsConfig, Leadership,
+    QUEUE_CAPACITY,
 };
 use crate::serve::auth::BearerToken;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
-const BEARER: &str = "Bearer 0123456789abcdef0123456789abcdef";
+pub(super) const BEARER: &str = "Bearer 0123456789abcdef0123456789abcdef";
 
-struct Harness {
-    router: Router,
-    leadership: watch::Sender<Leadership>,
-    actions: AlertReceiver,
+pub(super) struct Harness {
+    pub router: Router,
+    pub leadership: watch::Sender<Leadership>,
+    pub actions: AlertReceiver,
     /// Another handle on the queue, to fill it.
     sender: AlertSender,
 }
 
-fn harness(leadership: Leadership) -> Harness {
+pub(super) fn harness(leadership: Leadership) -> Harness {
+    harness_relaying(leadership, None)
+}
+
+/// A webhook whose follower relays through `forwarder`.
+pub(super) fn harness_relaying(leadership: Leadership, forwarder: Option<Forwarder>) -> Harness {
     let (sender, actions) = channel();
     let (lead, view) = watch::channel(leadership);
     let config = AlertsConfig {
@@ -35,6 +41,7 @@ fn harness(leadership: Leadership) -> Harness {
         routing: AlertRouting::default(),
         leadership: view,
         actions: sender.clone(),
+        forwarder,
     };
     Harness {
         router: routes(Some(config)),
@@ -44,17 +51,17 @@ fn harness(leadership: Leadership) -> Harness {
     }
 }
 
-fn leader() -> Leadership {
+pub(super) fn leader() -> Leadership {
     Leadership::Leader { term: 1 }
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
+pub(super) struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
 }
 
-async fn call(
+pub(super) async fn call(
     router: &Router,
     authorization: Option<&str>,
     content_type: Option<&str>,
@@ -83,7 +90,7 @@ async fn call(
 }
 
 /// As Alertmanager sends it.
-async fn post(router: &Router, payload: &Value) -> Answer {
+pub(super) async fn post(router: &Router, payload: &Value) -> Answer {
     call(
         router,
         Some(BEARER),
@@ -97,11 +104,11 @@ fn cpu_alert(status: &str, node: &str, fingerprint: &str) -> Value {
     samples::alert(status, "BallastNodeCPUContention", Some(node), fingerprint)
 }
 
-fn firing() -> Value {
+pub(super) fn firing() -> Value {
     samples::payload(vec![cpu_alert("firing", "node-1", "c6eadffa33fcdf37")])
 }
 
-fn drain(actions: &mut AlertReceiver) -> Vec<AlertAction> {
+pub(super) fn drain(actions: &mut AlertReceiver) -> Vec<AlertAction> {
     let mut out = Vec::new();
     while let Ok(action) = actions.try_recv() {
         out.push(action);
@@ -109,7 +116,7 @@ fn drain(actions: &mut AlertReceiver) -> Vec<AlertAction> {
     out
 }
 
-fn round(node: &str, fingerprint: &str) -> AlertAction {
+pub(super) fn round(node: &str, fingerprint: &str) -> AlertAction {
     AlertAction::TargetedRound {
         node: node.into(),
         fingerprint: fingerprint.into(),
@@ -549,6 +556,7 @@ async fn the_agents_router_serves_the_webhook_beside_the_other_routes() {
         routing: AlertRouting::default(),
         leadership: h.leadership.subscribe(),
         actions: sender,
+        forwarder: None,
     };
     let options = crate::serve::Options {
         alerts: Some(config),

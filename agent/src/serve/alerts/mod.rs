@@ -4,19 +4,23 @@
 //! Every agent serves it; only the leader acts. The pieces, each in its own file:
 //! [`payload`] (the version 4 JSON), [`routing`] (which alert asks for which action:
 //! configuration), [`ledger`] (acting once per firing), [`intake`] (the three together, pure)
-//! and [`handler`] (HTTP: authentication, limits, leadership, queueing, metrics). The contract
+//! [`handler`] (HTTP: authentication, limits, leadership, queueing, metrics) and [`forward`] (a
+//! follower relaying a call to the leader). The contract
 //! is in the README, "Alert-driven rebalancing".
 //!
 //! Wiring: [`channel`] gives the action queue; the leader loop owns the [`AlertReceiver`] and
 //! publishes its [`Leadership`] on a `tokio::sync::watch` channel whose receiver goes into
 //! [`AlertsConfig`].
 
+pub mod forward;
 pub mod handler;
 pub mod intake;
 pub mod ledger;
 pub mod payload;
 pub mod routing;
 
+#[cfg(test)]
+mod forward_tests;
 #[cfg(test)]
 mod fuzz;
 #[cfg(test)]
@@ -141,12 +145,15 @@ pub struct AlertsConfig {
     pub routing: AlertRouting,
     pub leadership: watch::Receiver<Leadership>,
     pub actions: AlertSender,
+    /// Relays calls to the leader while this agent follows (cluster mode); without it a
+    /// follower answers 503.
+    pub forwarder: Option<forward::Forwarder>,
 }
 
 /// Registers the description of `ballast_alerts_received_total`.
 pub fn describe_metrics() {
     metrics::describe_counter!(
         "ballast_alerts_received_total",
-        "Alerts received on /v1/alerts by result (accepted, duplicate, ignored, not_leader: per alert; rejected: per refused call)."
+        "Alerts received on /v1/alerts by result (accepted, duplicate, ignored, forwarded: relayed to the leader, not_leader: per alert; rejected: per refused call)."
     );
 }

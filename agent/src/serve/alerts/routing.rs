@@ -98,9 +98,10 @@ impl Default for EvacuateRule {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionKind {
-    /// One round now, for this node, with every limit and hysteresis floor of a normal round.
+    /// A round now, and in every round until the alert resolves, the node relieved as a source
+    /// of what is above its release thresholds, with every limit of a normal round.
     TargetedRound,
-    /// Move the node's eligible pods away, one workload at a time, with every eviction rule.
+    /// Move the node's eligible pods away, one at a time, with every eviction rule.
     Evacuate,
 }
 
