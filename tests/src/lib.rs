@@ -11,6 +11,7 @@
 pub mod deploy;
 
 use std::{
+    collections::BTreeMap,
     ffi::CString,
     io::{BufRead, BufReader, Write},
     net::TcpListener,
@@ -20,6 +21,7 @@ use std::{
     },
     path::{Path, PathBuf},
     process::{Child, ChildStdout, Command, Stdio},
+    sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -101,7 +103,8 @@ pub struct TestCgroup {
     pub v2_dir: PathBuf,
     /// v1 cgroups of the same relative path the processes also join (hybrid hosts).
     v1_dirs: Vec<PathBuf>,
-    /// Every directory this cgroup created, in any hierarchy, parents before children.
+    /// Every directory this cgroup created or shares (see [`SHARED_DIRS`]), in any hierarchy,
+    /// parents before children.
     created: Vec<PathBuf>,
     children: Vec<Child>,
 }
@@ -122,15 +125,18 @@ impl TestCgroup {
         )
     }
 
-    /// `NAME-PID` beneath the test process's own v1 `controller` cgroup, at that same relative
-    /// path in v2 too, so that the agent, which looks for a v2 cgroup's v1 files at the same
-    /// path (as a kubelet lays them out), finds them; for hosts where the test's own v1 and v2
-    /// cgroups differ. The v2 path must be beneath the test's own v2 cgroup.
-    pub fn mirroring_v1(controller: &str, name: &str) -> Result<Self> {
-        Self::at(
-            &own_v1_path(controller)?,
-            &format!("{name}-{}", std::process::id()),
-        )
+    /// `NAME-PID/BELOW` (`NAME-PID` for an empty `below`) beneath the test process's own v1
+    /// `controller` cgroup, at that same relative path in v2 too, so that the agent, which
+    /// looks for a v2 cgroup's v1 files at the same path (as a kubelet lays them out), finds
+    /// them; for hosts where the test's own v1 and v2 cgroups differ. The v2 path must be
+    /// beneath the test's own v2 cgroup.
+    pub fn mirroring_v1(controller: &str, name: &str, below: &str) -> Result<Self> {
+        let name = format!("{name}-{}", std::process::id());
+        let below = match below {
+            "" => name,
+            below => format!("{name}/{below}"),
+        };
+        Self::at(&own_v1_path(controller)?, &below)
     }
 
     fn at(parent: &str, below: &str) -> Result<Self> {
@@ -286,14 +292,36 @@ impl Drop for TestCgroup {
     fn drop(&mut self) {
         self.stop_processes();
         for dir in self.created.iter().rev() {
-            // A cgroup can only be removed once the kernel has finished moving its dead tasks out.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while std::fs::remove_dir(dir).is_err() && dir.exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
+            let mut shared = SHARED_DIRS.lock().unwrap_or_else(PoisonError::into_inner);
+            match shared.get_mut(dir) {
+                Some(users) if *users > 1 => {
+                    *users -= 1;
+                    continue;
+                }
+                Some(_) => {
+                    shared.remove(dir);
+                }
+                None => drop(shared),
             }
+            remove_cgroup_dir(dir);
         }
     }
 }
+
+/// Removes an empty cgroup directory, waiting (at most 5 s) for the kernel to finish moving
+/// its dead tasks out, which it must before the directory can go.
+fn remove_cgroup_dir(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::remove_dir(dir).is_err() && dir.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Directories between a test's own cgroup and its test cgroups (e.g. `NAME-PID` of
+/// [`TestCgroup::nested`]) that this process created, with how many live test cgroups lie
+/// beneath each: the last of them removes it. A directory this process did not create is never
+/// removed.
+static SHARED_DIRS: Mutex<BTreeMap<PathBuf, usize>> = Mutex::new(BTreeMap::new());
 
 /// Whether cgroup path `path` is `ancestor` or beneath it.
 fn is_beneath(path: &str, ancestor: &str) -> bool {
@@ -307,7 +335,8 @@ fn is_beneath(path: &str, ancestor: &str) -> bool {
 
 /// Creates the directory of cgroup `path` (relative to the hierarchy at `root`), which must be
 /// new and beneath `base`, and whichever directories between `base` and it are missing; records
-/// each directory it creates in `created`. Returns the directory of `path`.
+/// in `created` the new directory and every one between that this process created (shared, see
+/// [`SHARED_DIRS`]). Returns the directory of `path`.
 fn create_beneath(
     root: &Path,
     base: &str,
@@ -320,16 +349,27 @@ fn create_beneath(
     let below = &path[base.trim_end_matches('/').len()..];
     let mut dir = root.join(base.trim_start_matches('/'));
     let parts: Vec<&str> = below.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.iter().any(|part| matches!(*part, "." | "..")) {
+        bail!("cgroup path {path} has a `.` or `..` component");
+    }
+    let create = |dir: &Path| {
+        std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))
+    };
+    let mut shared = SHARED_DIRS.lock().unwrap_or_else(PoisonError::into_inner);
     for (i, part) in parts.iter().enumerate() {
-        if matches!(*part, "." | "..") {
-            bail!("cgroup path {path} has a `{part}` component");
-        }
         dir.push(part);
-        let leaf = i + 1 == parts.len();
-        if leaf || !dir.exists() {
-            std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            created.push(dir.clone());
+        if i + 1 == parts.len() {
+            create(&dir)?;
+        } else if let Some(users) = shared.get_mut(&dir) {
+            *users += 1;
+        } else if dir.exists() {
+            // Not ours: used, never removed.
+            continue;
+        } else {
+            create(&dir)?;
+            shared.insert(dir.clone(), 1);
         }
+        created.push(dir.clone());
     }
     Ok(dir)
 }
@@ -568,4 +608,45 @@ pub fn cgroup_ids_in_kernel_maps() -> Result<Vec<u64>> {
         }
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Test cgroups sharing directories this process created (a nested parent, the v2 mirror of
+    /// the own v1 memory cgroup) leave nothing behind, whichever goes first, and a directory
+    /// that was there before is left alone.
+    #[test]
+    fn shared_parents_go_with_the_last_cgroup_beneath_them() -> Result<()> {
+        if !privileged() {
+            return Ok(());
+        }
+        let mounts = hierarchy::read_mounts()?;
+        let root = v2_root(&mounts)?;
+        let own = own_v2_path()?;
+        let parent = root
+            .join(own.trim_start_matches('/'))
+            .join(format!("ballast-shared-{}", std::process::id()));
+        for first_goes_first in [true, false] {
+            let first = TestCgroup::nested("ballast-shared", "a/x")?;
+            let second = TestCgroup::nested("ballast-shared", "a/y")?;
+            assert!(parent.join("a/x").is_dir() && parent.join("a/y").is_dir());
+            let (early, late) = match first_goes_first {
+                true => (first, second),
+                false => (second, first),
+            };
+            let late_dir = late.v2_dir.clone();
+            drop(early);
+            assert!(late_dir.is_dir(), "the other cgroup's directory stays");
+            drop(late);
+            assert!(!parent.exists(), "{} left behind", parent.display());
+        }
+        std::fs::create_dir(&parent)?;
+        drop(TestCgroup::nested("ballast-shared", "z")?);
+        let kept = parent.is_dir();
+        std::fs::remove_dir(&parent)?;
+        assert!(kept, "a directory that was there before is left alone");
+        Ok(())
+    }
 }
