@@ -174,6 +174,50 @@ pub fn dashboard_queries() -> Result<Vec<Query>> {
     Ok(queries)
 }
 
+/// A dashboard variable filled from Prometheus: Grafana's `label_values(SELECTOR, LABEL)`.
+#[derive(Clone, Debug)]
+pub struct LabelVariable {
+    pub dashboard: String,
+    pub name: String,
+    /// PromQL series selector, before Grafana expands the variables in it.
+    pub selector: String,
+    pub label: String,
+}
+
+/// Every variable of type `query` of every dashboard.
+pub fn dashboard_variables() -> Result<Vec<LabelVariable>> {
+    let mut variables = Vec::new();
+    for (path, dashboard) in dashboards()? {
+        let title =
+            text(&dashboard, "title").ok_or_else(|| anyhow!("{} has no title", path.display()))?;
+        let list = dashboard["templating"]["list"]
+            .as_array()
+            .into_iter()
+            .flatten();
+        for variable in list.filter(|v| v["type"] == "query") {
+            let name = text(variable, "name").unwrap_or_default();
+            let query = variable["query"]["query"].as_str().unwrap_or_default();
+            let (selector, label) = query
+                .trim()
+                .strip_prefix("label_values(")
+                .and_then(|q| q.strip_suffix(')'))
+                .and_then(|q| q.rsplit_once(','))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{title}: variable {name} is not label_values(SELECTOR, LABEL): {query:?}"
+                    )
+                })?;
+            variables.push(LabelVariable {
+                dashboard: title.to_string(),
+                name: name.to_string(),
+                selector: selector.trim().to_string(),
+                label: label.trim().to_string(),
+            });
+        }
+    }
+    Ok(variables)
+}
+
 /// A dashboard's panels, rows' nested panels included.
 pub fn panels(dashboard: &Value) -> Vec<&Value> {
     let mut out = Vec::new();

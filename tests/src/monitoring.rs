@@ -356,6 +356,37 @@ impl Prometheus {
         })
     }
 
+    /// `/api/v1/label/LABEL/values` of the series `selector` matches over the last `range`, as
+    /// Grafana fills a `label_values(SELECTOR, LABEL)` variable for its time range.
+    pub fn label_values(
+        &self,
+        label: &str,
+        selector: &str,
+        range: Duration,
+    ) -> Result<Vec<String>> {
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .saturating_sub(range)
+            .as_secs()
+            .to_string();
+        let path = format!("/api/v1/label/{label}/values");
+        let (status, body) = self
+            .server
+            .get_json(&path, &[("match[]", selector), ("start", &start)])?;
+        if body["status"] != json!("success") {
+            bail!(
+                "Prometheus answered {status}: {}",
+                body["error"].as_str().unwrap_or("(no error message)")
+            );
+        }
+        Ok(body["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect())
+    }
+
     /// `/api/v1/alerts`: the alerts of the alerting rules, pending and firing.
     pub fn alerts(&self) -> Result<Vec<Value>> {
         let (_, body) = self.server.get_json("/api/v1/alerts", &[])?;
