@@ -1,7 +1,8 @@
 //! Shared fixtures for the integration tests: cgroups the tests create (and only those), agent
 //! processes, and ground truth read from the kernel's own accounting; in [`deploy`], the
 //! deployment artefacts and the real tools that check them; in [`apiserver`], the Kubernetes API
-//! test double; in [`cluster`], several agents in cluster mode against it.
+//! test double; in [`cluster`], several agents in cluster mode against it; in [`monitoring`],
+//! real Prometheus and Alertmanager for the end-to-end test.
 //!
 //! Rules kept here so no test has to remember them: cgroups are created beneath the cgroup the
 //! test process already sits in (per hierarchy, from /proc/self/cgroup), every process a test
