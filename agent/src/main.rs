@@ -51,3 +51,30 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// The README is the configuration reference: every flag of every subcommand is in it, so
+    /// the docs cannot fall behind the code.
+    #[test]
+    fn the_readme_documents_every_flag() {
+        let readme = include_str!("../../README.md");
+        let command = Cli::command();
+        let mut missing = Vec::new();
+        for sub in command.get_subcommands() {
+            for arg in sub.get_arguments() {
+                let Some(long) = arg.get_long() else {
+                    continue;
+                };
+                if long != "help" && !readme.contains(&format!("--{long}")) {
+                    missing.push(format!("ballast {} --{long}", sub.get_name()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "not in README.md: {missing:?}");
+    }
+}

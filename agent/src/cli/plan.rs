@@ -360,7 +360,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::rebalance::{ClusterSnapshot, Policy, Timestamp};
+    use crate::rebalance::{plan, ClusterSnapshot, Policy, Timestamp};
 
     fn example() -> ClusterSnapshot {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/snapshot.json");

@@ -33,8 +33,16 @@ use crate::rebalance::snapshot::{
     Qos, Resources, TaintEffect, Timestamp, Toleration, TolerationOperator, VolumeKind,
 };
 
+pub mod trim;
+
 /// The kubelet's annotation on the API's copy of a static pod.
 const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// The pod annotations a round reads: Ballast's own (`ballast.io/...`) and the mirror one.
+/// The others go (they can be large: other tools keep whole documents in them).
+fn is_read_annotation(key: &str) -> bool {
+    key.starts_with("ballast.io/") || key == MIRROR_ANNOTATION
+}
 /// The label the Deployment controller puts on its ReplicaSets' pods.
 const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 
@@ -505,7 +513,13 @@ fn convert_pod(pod: &core::Pod) -> Result<Option<snap::Pod>, ConvertError> {
         .or(meta.creation_timestamp.as_ref())
         .map(seconds)
         .unwrap_or_default();
-    let annotations = meta.annotations.clone().unwrap_or_default();
+    let annotations: BTreeMap<String, String> = meta
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(key, _)| is_read_annotation(key))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
     Ok(Some(snap::Pod {
         node: spec.node_name.clone().filter(|n| !n.is_empty()),
         owner: owner(meta),

@@ -17,6 +17,8 @@ use serde::de::DeserializeOwned;
 use tokio::task::JoinSet;
 use tracing::warn;
 
+use super::capture::trim;
+
 /// The annotation `kubectl apply` leaves on objects: a full copy of the object, useless here.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -28,7 +30,9 @@ pub struct ClusterView {
     _tasks: JoinSet<()>,
 }
 
-fn reflect<K>(api: Api<K>, tasks: &mut JoinSet<()>) -> Store<K>
+/// Watches `api` into a store, each object passed through `trim` first (see
+/// [`crate::cluster::capture::trim`]: what is kept decides the leader's memory).
+fn reflect<K>(api: Api<K>, trim: fn(&mut K), tasks: &mut JoinSet<()>) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
@@ -36,9 +40,10 @@ where
     let (store, writer) = reflector::store::<K>();
     let kind = K::kind(&K::DynamicType::default()).into_owned();
     let events = watcher(api, watcher::Config::default())
-        .modify(|object| {
+        .modify(move |object| {
             object.managed_fields_mut().clear();
             object.annotations_mut().remove(LAST_APPLIED);
+            trim(object);
         })
         .default_backoff()
         .reflect(writer);
@@ -58,9 +63,9 @@ impl ClusterView {
     pub fn start(client: &Client) -> Self {
         let mut tasks = JoinSet::new();
         Self {
-            nodes: reflect(Api::all(client.clone()), &mut tasks),
-            pods: reflect(Api::all(client.clone()), &mut tasks),
-            pdbs: reflect(Api::all(client.clone()), &mut tasks),
+            nodes: reflect(Api::all(client.clone()), trim::node, &mut tasks),
+            pods: reflect(Api::all(client.clone()), trim::pod, &mut tasks),
+            pdbs: reflect(Api::all(client.clone()), |_| {}, &mut tasks),
             _tasks: tasks,
         }
     }
