@@ -29,8 +29,9 @@ enum Command {
     Plan(PlanArgs),
     /// Try the planner on a simulated cluster, side by side with the descheduler's baseline.
     Simulate(SimulateArgs),
-    /// Report, per workload of a captured snapshot, whether Ballast can move it and why not;
-    /// exit 1 when some workload is at or above --fail-on, 2 on bad input.
+    /// Report, per workload of a captured snapshot or of the cluster now, whether Ballast can
+    /// move it and why not; exit 1 when some workload is at or above --fail-on, 2 when it could
+    /// not check (bad input, cluster not readable).
     Check(CheckArgs),
 }
 

@@ -246,6 +246,26 @@ pub fn sustained_hot(node: &str, hog_cores: f64, workloads: usize, cores: f64) -
     objects
 }
 
+/// A node `n0` that two moves relieve: it carries 3.5 of its 4 cores (utilisation 0.875, above
+/// the 0.85 trigger) in 0.5-core pods: the first replicas of `web0`.. (one per entry of `homes`,
+/// whose second replica runs there, each with a budget allowing one disruption) and both of
+/// `db`'s, whose budget allows none. Relieving it to 0.70 takes two web pods. Namespace `shop`.
+pub fn relievable_hot_node(homes: &[&str]) -> Vec<Value> {
+    use crate::apiserver::fixtures::Workload;
+    let mut objects = Vec::new();
+    for (i, home) in homes.iter().enumerate() {
+        let web = Workload::replica_set("shop", &format!("web{i}")).requests("500m", "256Mi");
+        objects.push(with_demand(web.pod(0, "n0"), 0.5));
+        objects.push(with_demand(web.pod(1, home), 0.5));
+        objects.push(web.pdb_max_unavailable(&format!("web{i}"), json!(1)));
+    }
+    let db = Workload::replica_set("shop", "db").requests("500m", "256Mi");
+    objects.push(with_demand(db.pod(0, "n0"), 0.5));
+    objects.push(with_demand(db.pod(1, "n0"), 0.5));
+    objects.push(db.pdb_min_available("db", json!(2)));
+    objects
+}
+
 /// The workload of a ReplicaSet pod named `NAME-SUFFIX` (fixtures and generated names alike).
 pub fn workload_of(pod: &str) -> &str {
     pod.rsplit_once('-').map_or(pod, |(workload, _)| workload)
@@ -983,6 +1003,24 @@ impl Cluster {
             .and_then(Value::as_str)
             .map(str::to_string)
             .or(Some(String::new()))
+    }
+
+    /// Waits until `node` has carried [`HOT_TAINT`] and no longer does.
+    pub fn wait_taint_comes_and_goes(&self, node: &str, timeout: Duration) -> Result<()> {
+        crate::eventually(timeout, || {
+            let history = self.history();
+            let changes = history.taints.get(node).map_or(&[][..], Vec::as_slice);
+            let came = changes.iter().any(|(_, tainted)| *tainted);
+            let went = changes.last().is_some_and(|(_, tainted)| !*tainted);
+            Ok((came && went).then_some(()))
+        })
+        .with_context(|| {
+            format!(
+                "{node} was not tainted and then released: {:?}\n{}",
+                self.history().taints,
+                self.logs(40)
+            )
+        })
     }
 
     /// Waits until exactly one running agent reports `ballast_leader` 1, every other running

@@ -27,6 +27,50 @@ pub fn deploy_dir() -> PathBuf {
     workspace_root().join("deploy")
 }
 
+/// A copy of deploy/ in a temporary directory with test tokens in the overlays' secrets/, as a
+/// user's checkout looks after following deploy/README.md. Tokens of the work tree stay behind.
+pub struct DeployCopy {
+    dir: tempfile::TempDir,
+}
+
+impl DeployCopy {
+    pub fn new(with_tokens: bool) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        copy_tree(&deploy_dir(), dir.path())?;
+        if with_tokens {
+            for overlay in ["dry-run", "production"] {
+                let secrets = dir.path().join("overlays").join(overlay).join("secrets");
+                std::fs::write(secrets.join("load-token"), format!("{overlay}-load-token"))?;
+                std::fs::write(
+                    secrets.join("alerts-token"),
+                    format!("{overlay}-alerts-token"),
+                )?;
+            }
+        }
+        Ok(Self { dir })
+    }
+
+    pub fn path(&self, kustomization: &str) -> PathBuf {
+        self.dir.path().join(kustomization)
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if from.file_name().is_none_or(|n| n != "secrets")
+            || entry.file_name() == ".gitignore"
+        {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
 /// The programs the deployment checks run.
 #[derive(Clone, Debug)]
 pub struct Tools {

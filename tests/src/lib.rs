@@ -1,8 +1,9 @@
 //! Shared fixtures for the integration tests: cgroups the tests create (and only those), agent
 //! processes, and ground truth read from the kernel's own accounting; in [`deploy`], the
 //! deployment artefacts and the real tools that check them; in [`apiserver`], the Kubernetes API
-//! test double; in [`cluster`], several agents in cluster mode against it; in [`monitoring`],
-//! real Prometheus and Alertmanager for the end-to-end test.
+//! test double; in [`cluster`], several agents in cluster mode against it; in [`rbac`], RBAC
+//! rules judged as the apiserver's authorizer judges calls; in [`monitoring`], real Prometheus
+//! and Alertmanager for the end-to-end test.
 //!
 //! Rules kept here so no test has to remember them: cgroups are created beneath the cgroup the
 //! test process already sits in (per hierarchy, from /proc/self/cgroup), every process a test
@@ -32,6 +33,7 @@ use ballast::collect::cgroup::hierarchy::{self, Mounts};
 pub mod apiserver;
 pub mod cluster;
 pub mod monitoring;
+pub mod rbac;
 
 /// Whether the suite runs in CI (`CI=true`), where a missing privilege or tool fails a test
 /// instead of skipping it.

@@ -1068,3 +1068,150 @@ fn the_standalone_binary_serves_a_seeded_cluster() -> Result<()> {
     assert!(status.success(), "{status}");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_request_log_gives_every_request_the_attributes_rbac_judges() -> Result<()> {
+    let server = ApiServer::start(quick())?;
+    server.apply(fixtures::node("n1", "4", "8Gi"))?;
+    let client = strict_client(&server, "agent").await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes.list(&ListParams::default().limit(500)).await?;
+    let all_pods: Api<Pod> = Api::all(client.clone());
+    let _watch = all_pods
+        .watch(&WatchParams::default().fields("spec.nodeName=n1"), "0")
+        .await?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "ballast");
+    assert!(leases.get_opt("ballast-leader").await?.is_none());
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "ballast");
+    let created = maps
+        .create(&PostParams::default(), &config_map("ballast-state"))
+        .await?;
+    maps.replace("ballast-state", &PostParams::default(), &created)
+        .await?;
+    nodes
+        .patch(
+            "n1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await?;
+    // Refused by a fault, dropped, and from someone without a token: logged all the same.
+    server
+        .faults()
+        .fail_next(Scope::all().and_resource("pods/eviction"), 1, 429)?;
+    let _ = Api::<Pod>::namespaced(client.clone(), "shop")
+        .evict("web-1", &EvictParams::default())
+        .await;
+    server.faults().drop_next(Scope::identity("agent"), 1);
+    let _ = maps.delete("ballast-state", &Default::default()).await;
+    let anonymous = format!("{}/api/v1/namespaces/shop/pods", server.url());
+    let status = tokio::task::spawn_blocking(move || match ureq::get(&anonymous).call() {
+        Ok(answer) => Ok(answer.status().as_u16()),
+        Err(ureq::Error::StatusCode(code)) => Ok(code),
+        Err(error) => Err(error),
+    })
+    .await??;
+    assert_eq!(status, 401);
+
+    // identity verb group resource namespace name status ("-": none).
+    let log = server.request_log();
+    let seen: Vec<String> = log
+        .iter()
+        .map(|r| {
+            let i = &r.info;
+            format!(
+                "{} {} {:?} {} {} {} {}",
+                r.identity,
+                i.verb,
+                i.group,
+                i.rbac_resource(),
+                i.namespace.as_deref().unwrap_or("-"),
+                i.name.as_deref().unwrap_or("-"),
+                r.status
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            r#"agent list "" nodes - - 200"#,
+            r#"agent watch "" pods - - 200"#,
+            r#"agent get "coordination.k8s.io" leases ballast ballast-leader 404"#,
+            r#"agent create "" configmaps ballast - 201"#,
+            r#"agent update "" configmaps ballast ballast-state 200"#,
+            r#"agent patch "" nodes - n1 200"#,
+            r#"agent create "" pods/eviction shop web-1 429"#,
+            r#"agent delete "" configmaps ballast ballast-state 0"#,
+            r#" list "" pods shop - 401"#,
+        ]
+    );
+    assert!(log.windows(2).all(|w| w[0].at <= w[1].at));
+    // The write log is the non-GET part of it.
+    let writes: Vec<u16> = server.write_log().iter().map(|w| w.status).collect();
+    assert_eq!(writes, [201, 200, 200, 429, 0]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn stateful_sets_are_defaulted_validated_and_listed_as_the_apiserver_does() -> Result<()> {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let server = ApiServer::start(quick())?;
+    let db = Workload::stateful_set("shop", "db");
+    let cache = Workload::stateful_set("edge", "cache");
+    // Seeded without a policy, created by a client with one.
+    server.apply(db.stateful_set_object(3, None))?;
+    let client = strict_client(&server, "operator").await?;
+    let edge: Api<StatefulSet> = Api::namespaced(client.clone(), "edge");
+    let created: StatefulSet =
+        serde_json::from_value(cache.stateful_set_object(2, Some("Parallel")))?;
+    let created = edge.create(&PostParams::default(), &created).await?;
+    let spec = created.spec;
+    assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+    assert_eq!(spec.revision_history_limit, Some(10));
+    let strategy = spec.update_strategy.context("updateStrategy")?;
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    assert_eq!(strategy.rolling_update.and_then(|r| r.partition), Some(0));
+    let status = created.status.context("status")?;
+    assert_eq!((status.replicas, status.available_replicas), (0, Some(0)));
+
+    let all: Api<StatefulSet> = Api::all(client.clone());
+    let first = all.list(&ListParams::default().limit(1)).await?;
+    assert_eq!(first.items.len(), 1);
+    let token = first.metadata.continue_.clone().context("a second page")?;
+    let second = all
+        .list(&ListParams::default().limit(1).continue_token(&token))
+        .await?;
+    let listed: Vec<(String, Option<String>)> = first
+        .items
+        .iter()
+        .chain(&second.items)
+        .map(|s| {
+            (
+                s.metadata.name.clone().unwrap_or_default(),
+                s.spec.pod_management_policy.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("cache".to_string(), Some("Parallel".to_string())),
+            ("db".to_string(), Some("OrderedReady".to_string())),
+        ]
+    );
+
+    let mut wrong: StatefulSet = serde_json::from_value(
+        Workload::stateful_set("edge", "odd").stateful_set_object(1, Some("Sequential")),
+    )?;
+    wrong.metadata.uid = None;
+    let refused = api_status(edge.create(&PostParams::default(), &wrong).await)?;
+    assert_eq!(refused.code, 422);
+    assert!(
+        refused
+            .message
+            .contains("spec.podManagementPolicy: Unsupported value: \"Sequential\""),
+        "{}",
+        refused.message
+    );
+    Ok(())
+}

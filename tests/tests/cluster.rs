@@ -23,7 +23,7 @@ use ballast_tests::{
     },
     eventually,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Answer time of an API call plus scheduling of three processes on a shared 2-core machine:
 /// what a write-log timestamp may trail the moment a rule is about.
@@ -243,33 +243,9 @@ fn a_partitioned_leader_stops_at_its_renew_deadline_and_leaderships_never_overla
 #[test]
 fn an_imbalanced_cluster_converges_within_its_pdbs_and_the_hot_taint_comes_and_goes() -> Result<()>
 {
-    // n0 carries 3.5 of its 4 cores (utilisation 0.875, above the 0.85 trigger); relieving it
-    // to 0.70 takes two of its 0.5-core pods. `db`'s budget allows no disruption at all.
-    let mut objects = Vec::new();
-    for (i, home) in ["n1", "n2", "n3", "n1", "n2"].iter().enumerate() {
-        let web = Workload::replica_set("shop", &format!("web{i}")).requests("500m", "256Mi");
-        objects.push(with_demand(web.pod(0, "n0"), 0.5));
-        objects.push(with_demand(web.pod(1, home), 0.5));
-        objects.push(web.pdb_max_unavailable(&format!("web{i}"), json!(1)));
-    }
-    let db = Workload::replica_set("shop", "db").requests("500m", "256Mi");
-    objects.push(with_demand(db.pod(0, "n0"), 0.5));
-    objects.push(with_demand(db.pod(1, "n0"), 0.5));
-    objects.push(db.pdb_min_available("db", json!(2)));
+    let objects = cluster::relievable_hot_node(&["n1", "n2", "n3", "n1", "n2"]);
     let mut cluster = Cluster::start(ClusterSpec::new(nodes(4, 4), objects))?;
-    eventually(Duration::from_secs(45), || {
-        let history = cluster.history();
-        let n0 = history.taints.get("n0").cloned().unwrap_or_default();
-        let tainted_then_not = n0.iter().any(|(_, t)| *t) && n0.last().is_some_and(|(_, t)| !*t);
-        Ok(tainted_then_not.then_some(()))
-    })
-    .with_context(|| {
-        format!(
-            "n0 was not tainted and then released: {:?}\n{}",
-            cluster.history().taints,
-            cluster.logs(40)
-        )
-    })?;
+    cluster.wait_taint_comes_and_goes("n0", Duration::from_secs(45))?;
     let leader = cluster.single_leader()?;
     let log = cluster.api.write_log();
     let evicted: Vec<&WriteRecord> = log.iter().filter(|r| is_eviction(r)).collect();

@@ -1,23 +1,60 @@
-//! `ballast check`: the migratability report on a captured cluster snapshot, as a table or as
-//! JSON, with an exit status for CI pipelines: 0 when no workload is at or above `--fail-on`,
-//! 1 when some is, 2 when the check could not run (bad input: nothing is printed on stdout).
+//! `ballast check`: the migratability report on a captured cluster snapshot or on the cluster
+//! itself (`--from-cluster`: nodes, pods, PDBs and StatefulSets read from the API now, captured
+//! as the leader captures them), as a table or as JSON, with an exit status for CI pipelines: 0
+//! when no workload is at or above `--fail-on`, 1 when some is, 2 when the check could not run
+//! (bad input, or the cluster could not be read: nothing is printed on stdout).
 
-use std::{fmt::Write as _, io::Write, path::PathBuf, process::ExitCode};
+use std::{
+    fmt::Write as _,
+    io::Write,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
+use k8s_openapi::api::apps::v1::StatefulSet;
 
 use super::{
     input,
     text::{snake, table, Format},
 };
-use crate::rebalance::migratability::{report, Finding, Movable, Report, WorkloadReport};
+use crate::{
+    cluster::{
+        capture::{capture, stateful_set_policies, Loads},
+        client,
+        read::{list_all, Objects},
+    },
+    rebalance::{
+        migratability::{report, Finding, Movable, Report, WorkloadReport},
+        ClusterSnapshot,
+    },
+};
+
+/// What `--from-cluster` needs, for `--help`.
+const PERMISSIONS: &str = "\
+Permissions with --from-cluster: it only reads, with the credentials of the kubeconfig it is given
+(an operator's or a CI job's), never with the agents' service account, whose RBAC it neither needs
+nor widens: list on nodes, pods, poddisruptionbudgets.policy and statefulsets.apps in every
+namespace. `kubectl auth can-i list statefulsets.apps --all-namespaces` (and so on) tells whether
+a kubeconfig has them; a refusal ends the check with exit 2, naming the call.";
 
 #[derive(Args, Debug)]
+#[command(
+    group(clap::ArgGroup::new("input").required(true).args(["snapshot", "from_cluster"])),
+    after_help = PERMISSIONS
+)]
 pub struct CheckArgs {
     /// Captured cluster snapshot, JSON (format: agent/src/rebalance/README.md).
     #[arg(long)]
-    pub snapshot: PathBuf,
+    pub snapshot: Option<PathBuf>,
+    /// Check the cluster as it is now: nodes, pods, PodDisruptionBudgets and StatefulSets (their
+    /// podManagementPolicy) from the API, read only (permissions below).
+    #[arg(long)]
+    pub from_cluster: bool,
+    /// kubeconfig for --from-cluster (else KUBECONFIG, else the pod's service account).
+    #[arg(long, value_name = "PATH", conflicts_with = "snapshot")]
+    pub kubeconfig: Option<PathBuf>,
     /// Policy, TOML, as for `ballast plan` (defaults when absent): its eligibility rules decide.
     #[arg(long)]
     pub policy: Option<PathBuf>,
@@ -82,11 +119,14 @@ pub fn status(result: &Result<Verdict>) -> u8 {
 }
 
 /// Reads the inputs, makes the report and writes it to `out` in one piece, only once everything
-/// was read: a bad input writes nothing.
+/// was read: a bad input writes nothing. The policy is read before the cluster is.
 pub fn execute(args: &CheckArgs, out: &mut impl Write) -> Result<Verdict> {
-    let snapshot = input::snapshot(&args.snapshot)?;
     let policy = input::policy(args.policy.as_deref())?;
     let now = input::now(args.now)?;
+    let snapshot = match &args.snapshot {
+        Some(path) => input::snapshot(path)?,
+        None => input::block_on(from_cluster(args.kubeconfig.as_deref()))?,
+    };
     let report = report(&snapshot, &policy, now);
     let verdict = Verdict {
         failing: report
@@ -102,6 +142,26 @@ pub fn execute(args: &CheckArgs, out: &mut impl Write) -> Result<Verdict> {
     out.write_all(text.as_bytes())?;
     out.flush()?;
     Ok(verdict)
+}
+
+/// The cluster as the leader captures it, without loads (the report does not weigh them), and
+/// with the podManagementPolicy of the StatefulSets, which the leader does not read. Objects
+/// that cannot be read are left out and named on stderr, as `ballast plan` does.
+async fn from_cluster(kubeconfig: Option<&Path>) -> Result<ClusterSnapshot> {
+    let api = client::connect(kubeconfig).await?;
+    let objects = Objects::read(&api).await?;
+    let sets: Vec<StatefulSet> = list_all(&api, "statefulsets.apps").await?;
+    let mut captured = capture(
+        &objects.nodes,
+        &objects.pods,
+        &objects.pdbs,
+        Loads::default(),
+    );
+    for problem in &captured.problems {
+        eprintln!("{problem}");
+    }
+    stateful_set_policies(&mut captured.snapshot, &sets);
+    Ok(captured.snapshot)
 }
 
 /// The report as text: a summary line, a row per workload with a line per reason, the count of

@@ -1,6 +1,8 @@
-//! What the planning commands read: a cluster snapshot, a policy, JSON files, the time.
+//! What the planning commands read: a cluster snapshot, a policy, JSON files, the time, and
+//! (`--from-cluster`) the API, on a runtime of its own.
 
 use std::{
+    future::Future,
     path::Path,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -53,6 +55,16 @@ pub fn now(seconds: Option<i64>) -> Result<Timestamp> {
                 .as_secs() as i64,
         )),
     }
+}
+
+/// Runs `reading` (calls to the API) to completion on a single-threaded runtime: the planning
+/// commands are synchronous around one read of the cluster.
+pub fn block_on<T>(reading: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime failed")?
+        .block_on(reading)
 }
 
 #[cfg(test)]

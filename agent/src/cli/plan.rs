@@ -14,11 +14,8 @@ use std::{fmt::Write as _, io::Write as _, path::PathBuf, sync::Arc};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use k8s_openapi::api::{
-    core::v1::{Node, Pod},
-    policy::v1::PodDisruptionBudget,
-};
-use kube::{api::ListParams, Api};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
 
 use super::{
     agent::parse_duration,
@@ -31,6 +28,7 @@ use crate::{
         client,
         gather::{AgentLoads, AgentSelector, Gatherer, AGENT_SELECTOR},
         memory::StateStore,
+        read::Objects,
     },
     rebalance::{
         plan::{NodeReport, Plan},
@@ -129,11 +127,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
     let (snapshot, cluster_state) = match &args.snapshot {
         Some(path) => (input::snapshot(path)?, None),
         None => {
-            let (snapshot, state) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime failed")?
-                .block_on(capture_from_cluster(&args.cluster))?;
+            let (snapshot, state) = input::block_on(capture_from_cluster(&args.cluster))?;
             if let Some(path) = &args.save {
                 let text = serde_json::to_string_pretty(&snapshot)?;
                 std::fs::write(path, text + "\n")
@@ -189,10 +183,7 @@ async fn capture_from_cluster(
         .namespace
         .clone()
         .unwrap_or_else(|| api.default_namespace.clone());
-    let nodes: Vec<Node> = list_all(&Api::all(api.client.clone()), &api, "nodes").await?;
-    let pods: Vec<Pod> = list_all(&Api::all(api.client.clone()), &api, "pods").await?;
-    let pdbs: Vec<PodDisruptionBudget> =
-        list_all(&Api::all(api.client.clone()), &api, "poddisruptionbudgets").await?;
+    let Objects { nodes, pods, pdbs } = Objects::read(&api).await?;
     let token = match &args.load_token_file {
         Some(path) => Some(TokenFile::open(path).context("--load-token-file")?),
         None => None,
@@ -232,25 +223,6 @@ async fn capture_from_cluster(
         }
     };
     Ok((captured.snapshot, state))
-}
-
-/// Every object of a kind, 500 per page as the watches list them.
-async fn list_all<K>(api: &Api<K>, client: &client::ApiClient, what: &str) -> Result<Vec<K>>
-where
-    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let mut params = ListParams::default().limit(500);
-    let mut all = Vec::new();
-    loop {
-        let page = api.list(&params).await.map_err(|error| {
-            anyhow::anyhow!(client::explain(&error, &format!("listing {what}"), client))
-        })?;
-        all.extend(page.items);
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => return Ok(all),
-        }
-    }
 }
 
 /// The plan as text: a summary line, then evictions, nodes and skipped pods, each with reasons.

@@ -13,7 +13,9 @@
 //!   whether a container has a readiness probe,
 //!   `status.startTime`, the mirror annotation;
 //! - PDBs: the selector and `status.disruptionsAllowed`. A PDB without a selector matches no
-//!   pod (policy/v1) and is left out.
+//!   pod (policy/v1) and is left out;
+//! - StatefulSets, where the caller reads them ([`stateful_set_policies`]: `ballast check`):
+//!   `spec.podManagementPolicy`, onto their pods' owner.
 //!
 //! An object that cannot be read (a malformed quantity, an unknown selector operator) is left
 //! out and named in [`Capture::problems`]; the API server validates these fields, so this only
@@ -22,7 +24,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    api::{core::v1 as core, policy::v1::PodDisruptionBudget},
+    api::{apps::v1::StatefulSet, core::v1 as core, policy::v1::PodDisruptionBudget},
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1 as meta},
 };
 
@@ -30,7 +32,8 @@ use super::quantity::{self, QuantityError};
 use crate::rebalance::snapshot::{
     self as snap, ClusterSnapshot, LabelSelector, LabelSelectorOperator, LabelSelectorRequirement,
     NodeLoad, NodeSelectorOperator, NodeSelectorRequirement, NodeSelectorTerm, Owner, Pdb, PodLoad,
-    Qos, Resources, TaintEffect, Timestamp, Toleration, TolerationOperator, VolumeKind,
+    PodManagementPolicy, Qos, Resources, TaintEffect, Timestamp, Toleration, TolerationOperator,
+    VolumeKind,
 };
 
 pub mod trim;
@@ -371,12 +374,41 @@ pub fn owner(meta: &meta::ObjectMeta) -> Option<Owner> {
             });
         }
     }
-    // A StatefulSet's podManagementPolicy is on the StatefulSet, which is not watched: unknown.
+    // A StatefulSet's podManagementPolicy is on the StatefulSet, which the leader does not
+    // watch: unknown here, filled in by `stateful_set_policies` where the StatefulSets are read.
     Some(Owner {
         kind: reference.kind.clone(),
         name: reference.name.clone(),
         pod_management_policy: None,
     })
+}
+
+/// Fills in the `podManagementPolicy` of every pod owned by one of `sets` (same namespace and
+/// name). A pod whose StatefulSet is not among them, or says something unknown, stays unknown.
+pub fn stateful_set_policies<'a>(
+    snapshot: &mut ClusterSnapshot,
+    sets: impl IntoIterator<Item = &'a StatefulSet>,
+) {
+    let policies: BTreeMap<(&str, &str), PodManagementPolicy> = sets
+        .into_iter()
+        .filter_map(|set| {
+            let policy = match set.spec.pod_management_policy.as_deref() {
+                // What the API server defaults an unset policy to.
+                Some("OrderedReady") | Some("") | None => PodManagementPolicy::OrderedReady,
+                Some("Parallel") => PodManagementPolicy::Parallel,
+                Some(_) => return None,
+            };
+            let meta = &set.metadata;
+            Some(((meta.namespace.as_deref()?, meta.name.as_deref()?), policy))
+        })
+        .collect();
+    for pod in &mut snapshot.pods {
+        if let Some(owner) = pod.owner.as_mut().filter(|o| o.kind == "StatefulSet") {
+            if let Some(policy) = policies.get(&(pod.namespace.as_str(), owner.name.as_str())) {
+                owner.pod_management_policy = Some(*policy);
+            }
+        }
+    }
 }
 
 fn volume_kind(volume: &core::Volume) -> VolumeKind {

@@ -41,7 +41,7 @@ impl std::fmt::Display for ConfigSource {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot read the kubeconfig {path}: {source}; check the path given to --kubeconfig")]
+    #[error("cannot read the kubeconfig {path}: {source}; check the file given to --kubeconfig")]
     ReadKubeconfig {
         path: PathBuf,
         source: kube::config::KubeconfigError,
@@ -63,7 +63,7 @@ pub enum ClientError {
     },
 }
 
-/// A connected client: what the agent and `ballast plan --from-cluster` use.
+/// A connected client: what the agent and the `--from-cluster` commands use.
 #[derive(Clone)]
 pub struct ApiClient {
     pub client: Client,
@@ -125,8 +125,8 @@ pub fn explain(error: &kube::Error, what: &str, api: &ApiClient) -> String {
             api.url, api.source
         ),
         kube::Error::Api(status) if status.code == 403 => format!(
-            "{what}: forbidden (403) at {}: {}; grant the agent's service account the RBAC in deploy/",
-            api.url, status.message
+            "{what}: forbidden (403) at {} for the credentials from {}: {}; grant them the permission (the agents': deploy/base/rbac.yaml; `ballast check --from-cluster`: its --help lists what it needs)",
+            api.url, api.source, status.message
         ),
         kube::Error::Api(status) => format!(
             "{what}: the API server at {} answered {} {}: {}",

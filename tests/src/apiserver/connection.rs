@@ -1,7 +1,7 @@
 //! The connection layer in front of the REST surface: HTTP/1.1 connections served by hyper
 //! (run by hand rather than through `axum::serve` so that a fault can close a connection
 //! without any response), the bearer-token identity of every request, request counts, faults,
-//! authentication and the write log.
+//! authentication, the write log and the request log.
 
 use std::{convert::Infallible, fmt, sync::Arc};
 
@@ -17,10 +17,11 @@ use tokio::net::TcpListener;
 use tower_service::Service;
 
 use super::{
-    faults::{RequestInfo, Verdict},
+    faults::{RequestSummary, Verdict},
     http::{Identity, Target, WrittenName},
+    request_info::RequestInfo,
     status::ApiError,
-    writelog::{WriteLog, WriteRecord},
+    writelog::{RequestRecord, WriteLog, WriteRecord},
     Shared,
 };
 
@@ -71,17 +72,33 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, router: Router) {
     }
 }
 
-/// A write-log entry that is recorded however its request ends: answered, dropped by a fault,
-/// or abandoned because the client closed the connection first (status 0 unless answered).
+/// The log entries of a request (the write log's only for a write), recorded however it ends:
+/// answered, dropped by a fault, or abandoned because the client closed the connection first
+/// (status 0 unless answered).
 struct PendingRecord<'a> {
     log: &'a WriteLog,
-    record: Option<WriteRecord>,
+    write: Option<WriteRecord>,
+    request: Option<RequestRecord>,
+}
+
+impl PendingRecord<'_> {
+    fn answered(&mut self, status: u16) {
+        if let Some(write) = &mut self.write {
+            write.status = status;
+        }
+        if let Some(request) = &mut self.request {
+            request.status = status;
+        }
+    }
 }
 
 impl Drop for PendingRecord<'_> {
     fn drop(&mut self) {
-        if let Some(record) = self.record.take() {
+        if let Some(record) = self.write.take() {
             self.log.record(record);
+        }
+        if let Some(record) = self.request.take() {
+            self.log.record_request(record);
         }
     }
 }
@@ -95,9 +112,20 @@ async fn answer(
     let target = Target::parse(request.uri().path());
     let write = request.method() != Method::GET;
     shared.log.count(identity.as_deref());
+    let info = RequestInfo::of(
+        request.method().as_str(),
+        request.uri().path(),
+        request.uri().query(),
+    );
     let mut pending = PendingRecord {
         log: &shared.log,
-        record: write.then(|| WriteRecord {
+        request: Some(RequestRecord {
+            at: Default::default(),
+            identity: identity.clone().unwrap_or_default(),
+            info,
+            status: 0,
+        }),
+        write: write.then(|| WriteRecord {
             at: Default::default(),
             wall: std::time::SystemTime::UNIX_EPOCH,
             identity: identity.clone().unwrap_or_default(),
@@ -110,9 +138,12 @@ async fn answer(
         }),
     };
     let outcome = decide(shared, router, request, identity, &target).await;
-    if let (Some(record), Ok(response)) = (pending.record.as_mut(), &outcome) {
-        record.status = response.status().as_u16();
-        if let Some(WrittenName(name)) = response.extensions().get::<WrittenName>() {
+    if let Ok(response) = &outcome {
+        pending.answered(response.status().as_u16());
+        if let (Some(record), Some(WrittenName(name))) = (
+            pending.write.as_mut(),
+            response.extensions().get::<WrittenName>(),
+        ) {
             record.name.clone_from(name);
         }
     }
@@ -131,7 +162,7 @@ async fn decide(
         faults.wait_while_partitioned(identity.as_deref()).await;
         return Err(Dropped);
     }
-    let info = RequestInfo {
+    let info = RequestSummary {
         identity: identity.clone(),
         resource: target.resource(),
         write: request.method() != Method::GET,

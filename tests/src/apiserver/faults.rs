@@ -51,7 +51,7 @@ impl Scope {
         self
     }
 
-    fn matches(&self, request: &RequestInfo) -> bool {
+    fn matches(&self, request: &RequestSummary) -> bool {
         self.identity
             .as_ref()
             .is_none_or(|i| Some(i.as_str()) == request.identity.as_deref())
@@ -65,7 +65,7 @@ impl Scope {
 
 /// What the fault plan looks at in a request.
 #[derive(Clone, Debug)]
-pub(crate) struct RequestInfo {
+pub(crate) struct RequestSummary {
     pub identity: Option<String>,
     /// `plural` or `plural/subresource` ("" when the path names no resource).
     pub resource: String,
@@ -224,7 +224,7 @@ impl Faults {
 
     /// The added latency and the verdict for one request (countdowns and random draws are
     /// consumed here).
-    pub(crate) fn decide(&self, request: &RequestInfo) -> (Duration, Verdict) {
+    pub(crate) fn decide(&self, request: &RequestSummary) -> (Duration, Verdict) {
         let mut plan = self.plan();
         let delay = plan
             .latencies
@@ -257,8 +257,8 @@ impl Faults {
 mod tests {
     use super::*;
 
-    fn request(identity: &str, resource: &str, write: bool) -> RequestInfo {
-        RequestInfo {
+    fn request(identity: &str, resource: &str, write: bool) -> RequestSummary {
+        RequestSummary {
             identity: Some(identity.into()),
             resource: resource.into(),
             write,

@@ -1,5 +1,5 @@
-//! Builders for the objects tests seed the double with (nodes, controller-owned pods, PDBs),
-//! shaped like what a real cluster returns, and an async poll for conditions.
+//! Builders for the objects tests seed the double with (nodes, controller-owned pods, PDBs,
+//! StatefulSets), shaped like what a real cluster returns, and an async poll for conditions.
 
 use std::{future::Future, time::Duration};
 
@@ -137,6 +137,30 @@ impl Workload {
                 "conditions": [ready("PodScheduled"), ready("Initialized"), ready("ContainersReady"), ready("Ready")],
             },
         })
+    }
+
+    /// The StatefulSet owning the pods (the pods' owner uid), with `replicas` and a
+    /// `podManagementPolicy` (`None`: unset, which the server defaults to OrderedReady); the
+    /// double runs no controller for it, so it only describes the pods seeded beside it.
+    pub fn stateful_set_object(&self, replicas: u32, policy: Option<&str>) -> Value {
+        let mut set = json!({
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": self.name, "namespace": self.namespace, "uid": self.uid()},
+            "spec": {
+                "replicas": replicas,
+                "serviceName": self.name,
+                "selector": {"matchLabels": self.labels},
+                "template": {
+                    "metadata": {"labels": self.labels},
+                    "spec": {"containers": [{"name": "main", "image": "registry.invalid/app:1"}]},
+                },
+            },
+        });
+        if let Some(policy) = policy {
+            set["spec"]["podManagementPolicy"] = json!(policy);
+        }
+        set
     }
 
     fn pdb(&self, name: &str, budget: (&str, Value)) -> Value {

@@ -5,7 +5,8 @@
 //! (deletion, the Eviction subresource enforcing PodDisruptionBudgets) and PDB status kept by a
 //! disruption-controller stand-in; a scheduler/kubelet stand-in that re-places deleted pods of
 //! ReplicaSets and StatefulSets with the simulator's scheduler model; fault injection; a write
-//! log with authors; bearer-token identities.
+//! log with authors; a log of every request's authorization attributes (what RBAC judges);
+//! bearer-token identities.
 //!
 //! The server runs on a runtime of its own (two worker threads), so it serves whatever the
 //! test does on its own threads or runtime, blocking ones included; dropping the
@@ -19,6 +20,7 @@ mod http;
 mod kubeconfig;
 mod list;
 mod quantity;
+mod request_info;
 mod resource;
 mod scheduler;
 mod selector;
@@ -39,8 +41,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 pub use faults::{Faults, Scope};
+pub use request_info::RequestInfo;
 pub use resource::Kind;
-pub use writelog::WriteRecord;
+pub use writelog::{RequestRecord, WriteRecord};
 
 use store::{Preconditions, Store};
 use writelog::WriteLog;
@@ -218,6 +221,12 @@ impl ApiServer {
     /// Every non-GET request so far, in the order they were answered.
     pub fn write_log(&self) -> Vec<WriteRecord> {
         self.shared.log.writes()
+    }
+
+    /// Every request so far (reads and watches too, refused, failed and dropped ones
+    /// included) with its authorization attributes, in the order they were answered.
+    pub fn request_log(&self) -> Vec<RequestRecord> {
+        self.shared.log.requests()
     }
 
     /// Requests per identity (every verb, watches included, failed ones too).

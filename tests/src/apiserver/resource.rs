@@ -20,10 +20,12 @@ pub enum Kind {
     Lease,
     /// policy/v1 `poddisruptionbudgets`.
     PodDisruptionBudget,
+    /// apps/v1 `statefulsets` (objects only: no controller creates pods from them).
+    StatefulSet,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Node,
         Kind::Pod,
         Kind::ConfigMap,
@@ -31,6 +33,7 @@ impl Kind {
         Kind::EventV1,
         Kind::Lease,
         Kind::PodDisruptionBudget,
+        Kind::StatefulSet,
     ];
 
     /// API group; empty for the core group.
@@ -40,6 +43,7 @@ impl Kind {
             Kind::EventV1 => "events.k8s.io",
             Kind::Lease => "coordination.k8s.io",
             Kind::PodDisruptionBudget => "policy",
+            Kind::StatefulSet => "apps",
         }
     }
 
@@ -50,6 +54,7 @@ impl Kind {
             Kind::EventV1 => "events.k8s.io/v1",
             Kind::Lease => "coordination.k8s.io/v1",
             Kind::PodDisruptionBudget => "policy/v1",
+            Kind::StatefulSet => "apps/v1",
         }
     }
 
@@ -62,6 +67,7 @@ impl Kind {
             Kind::Event | Kind::EventV1 => "Event",
             Kind::Lease => "Lease",
             Kind::PodDisruptionBudget => "PodDisruptionBudget",
+            Kind::StatefulSet => "StatefulSet",
         }
     }
 
@@ -74,6 +80,7 @@ impl Kind {
             Kind::Event | Kind::EventV1 => "events",
             Kind::Lease => "leases",
             Kind::PodDisruptionBudget => "poddisruptionbudgets",
+            Kind::StatefulSet => "statefulsets",
         }
     }
 
@@ -83,7 +90,10 @@ impl Kind {
 
     /// Whether `status` is a subresource, so that writes to the main resource leave it alone.
     pub fn has_status(self) -> bool {
-        matches!(self, Kind::Node | Kind::Pod | Kind::PodDisruptionBudget)
+        matches!(
+            self,
+            Kind::Node | Kind::Pod | Kind::PodDisruptionBudget | Kind::StatefulSet
+        )
     }
 
     /// `plural.group` as the apiserver names the resource in messages (`leases.coordination.k8s.io`).

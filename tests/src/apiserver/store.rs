@@ -130,6 +130,62 @@ fn valid_subdomain(name: &str) -> bool {
         })
 }
 
+/// The apiserver's defaults for a StatefulSet's spec (`SetDefaults_StatefulSet`), and the one
+/// value it validates that Ballast reads: `podManagementPolicy`.
+fn default_stateful_set(object: &mut Value, name: &str) -> Result<(), ApiError> {
+    if !object.get("spec").is_some_and(Value::is_object) {
+        object["spec"] = json!({});
+    }
+    let spec = &mut object["spec"];
+    let unset = |v: &Value, field: &str| v.get(field).is_none_or(Value::is_null);
+    let policy = spec
+        .get("podManagementPolicy")
+        .cloned()
+        .unwrap_or(Value::Null);
+    match policy.as_str() {
+        _ if policy.is_null() => spec["podManagementPolicy"] = json!("OrderedReady"),
+        Some("") => spec["podManagementPolicy"] = json!("OrderedReady"),
+        Some("OrderedReady" | "Parallel") => {}
+        _ => {
+            return Err(ApiError::invalid(
+                Kind::StatefulSet,
+                name,
+                "spec.podManagementPolicy",
+                &format!(
+                    "Unsupported value: {policy}: supported values: \"OrderedReady\", \"Parallel\""
+                ),
+            ))
+        }
+    }
+    if unset(spec, "replicas") {
+        spec["replicas"] = json!(1);
+    }
+    if unset(spec, "revisionHistoryLimit") {
+        spec["revisionHistoryLimit"] = json!(10);
+    }
+    if spec
+        .pointer("/updateStrategy/type")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        spec["updateStrategy"]["type"] = json!("RollingUpdate");
+        if unset(&spec["updateStrategy"], "rollingUpdate") {
+            spec["updateStrategy"]["rollingUpdate"] = json!({});
+        }
+    }
+    if spec["updateStrategy"]["type"] == "RollingUpdate"
+        && spec["updateStrategy"]["rollingUpdate"].is_object()
+        && unset(&spec["updateStrategy"]["rollingUpdate"], "partition")
+    {
+        spec["updateStrategy"]["rollingUpdate"]["partition"] = json!(0);
+    }
+    if unset(spec, "persistentVolumeClaimRetentionPolicy") {
+        spec["persistentVolumeClaimRetentionPolicy"] =
+            json!({"whenDeleted": "Retain", "whenScaled": "Retain"});
+    }
+    Ok(())
+}
+
 impl Store {
     pub fn new(history: usize, seed: u64) -> Self {
         Self {
@@ -330,6 +386,7 @@ impl Store {
                     ));
                 }
             }
+            Kind::StatefulSet => default_stateful_set(object, &name)?,
             Kind::ConfigMap => {
                 let mut size = 0;
                 for field in ["data", "binaryData"] {
@@ -369,6 +426,7 @@ impl Store {
                 "disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0
             })),
             Kind::Node => Some(json!({})),
+            Kind::StatefulSet => Some(json!({"replicas": 0, "availableReplicas": 0})),
             _ => None,
         }
     }

@@ -1,6 +1,7 @@
 //! What the server saw: every request that is not a GET (accepted, refused, failed by a fault
-//! or dropped), with when it was answered and who sent it, and the number of requests of every
-//! kind per identity.
+//! or dropped), with when it was answered and who sent it; every request of any kind with its
+//! authorization attributes (verb, group, resource, namespace, name: what RBAC judges); and the
+//! number of requests of every kind per identity.
 
 use std::{
     collections::BTreeMap,
@@ -9,6 +10,8 @@ use std::{
 };
 
 use serde::Serialize;
+
+use super::request_info::RequestInfo;
 
 /// One non-GET request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -33,10 +36,23 @@ pub struct WriteRecord {
     pub status: u16,
 }
 
+/// One request of any kind, as an authorizer would see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RequestRecord {
+    /// When the server answered (for a watch: when its stream began), since it started.
+    pub at: Duration,
+    /// The bearer token presented ("" without one).
+    pub identity: String,
+    pub info: RequestInfo,
+    /// As in [`WriteRecord::status`].
+    pub status: u16,
+}
+
 #[derive(Debug, Default)]
 struct Log {
     writes: Vec<WriteRecord>,
-    requests: BTreeMap<String, u64>,
+    requests: Vec<RequestRecord>,
+    counts: BTreeMap<String, u64>,
 }
 
 /// The server's log.
@@ -67,7 +83,7 @@ impl WriteLog {
     /// Counts a request of `identity` (requests without a token are not counted).
     pub fn count(&self, identity: Option<&str>) {
         if let Some(identity) = identity {
-            *self.log().requests.entry(identity.to_string()).or_default() += 1;
+            *self.log().counts.entry(identity.to_string()).or_default() += 1;
         }
     }
 
@@ -77,11 +93,20 @@ impl WriteLog {
         self.log().writes.push(record);
     }
 
+    pub fn record_request(&self, mut record: RequestRecord) {
+        record.at = self.since_start();
+        self.log().requests.push(record);
+    }
+
     pub fn writes(&self) -> Vec<WriteRecord> {
         self.log().writes.clone()
     }
 
-    pub fn request_counts(&self) -> BTreeMap<String, u64> {
+    pub fn requests(&self) -> Vec<RequestRecord> {
         self.log().requests.clone()
+    }
+
+    pub fn request_counts(&self) -> BTreeMap<String, u64> {
+        self.log().counts.clone()
     }
 }

@@ -22,7 +22,9 @@ fn example(name: &str) -> PathBuf {
 
 fn args(snapshot: PathBuf, format: Format, fail_on: FailOn) -> CheckArgs {
     CheckArgs {
-        snapshot,
+        snapshot: Some(snapshot),
+        from_cluster: false,
+        kubeconfig: None,
         policy: None,
         format,
         now: Some(NOW),
@@ -380,4 +382,31 @@ fn the_readme_lists_every_reason_with_its_severity_in_report_order() {
         .map(|r| (snake(r), snake(&r.severity())))
         .collect();
     assert_eq!(listed, expected);
+}
+
+#[test]
+fn the_input_is_a_snapshot_or_the_cluster_never_both() {
+    use clap::{Args, FromArgMatches};
+    let parse = |argv: &[&str]| {
+        let command = CheckArgs::augment_args(clap::Command::new("check"));
+        command
+            .try_get_matches_from(std::iter::once("check").chain(argv.iter().copied()))
+            .map_err(|e| e.kind())
+            .and_then(|m| CheckArgs::from_arg_matches(&m).map_err(|e| e.kind()))
+    };
+    use clap::error::ErrorKind::{ArgumentConflict, MissingRequiredArgument};
+    let cluster = parse(&["--from-cluster", "--kubeconfig", "k"]).expect("parses");
+    assert!(cluster.from_cluster && cluster.snapshot.is_none());
+    assert_eq!(cluster.kubeconfig, Some(PathBuf::from("k")));
+    let file = parse(&["--snapshot", "s.json"]).expect("parses");
+    assert_eq!((file.from_cluster, file.kubeconfig), (false, None));
+    assert_eq!(parse(&[]).err(), Some(MissingRequiredArgument));
+    assert_eq!(
+        parse(&["--snapshot", "s.json", "--from-cluster"]).err(),
+        Some(ArgumentConflict)
+    );
+    assert_eq!(
+        parse(&["--snapshot", "s.json", "--kubeconfig", "k"]).err(),
+        Some(ArgumentConflict)
+    );
 }

@@ -573,3 +573,69 @@ fn loads_of_nodes_that_are_gone_are_dropped() {
     assert_eq!(c.snapshot.pod_loads.len(), 1);
     assert_eq!(c.snapshot.validate(), Ok(()));
 }
+
+#[test]
+fn stateful_sets_give_their_pods_their_pod_management_policy() {
+    let member = |name: &str, set: &str| {
+        let mut p = web_pod();
+        p["metadata"]["name"] = json!(name);
+        p["metadata"]["uid"] = json!(format!("uid-{name}"));
+        p["metadata"]["ownerReferences"][0]["kind"] = json!("StatefulSet");
+        p["metadata"]["ownerReferences"][0]["name"] = json!(set);
+        p
+    };
+    let set = |namespace: &str, name: &str, policy: Option<&str>| -> StatefulSet {
+        let mut spec = json!({"selector": {}, "template": {}, "serviceName": name});
+        if let Some(policy) = policy {
+            spec["podManagementPolicy"] = json!(policy);
+        }
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }))
+        .expect("a valid StatefulSet")
+    };
+    let pods = [
+        member("db-0", "db"),
+        member("cache-0", "cache"),
+        member("queue-0", "queue"),
+        member("odd-0", "odd"),
+        member("gone-0", "gone"),
+        web_pod(),
+    ];
+    let mut snapshot = captured(&[], &pods, &[]).snapshot;
+    let namespace = snapshot.pods[0].namespace.clone();
+    let sets = [
+        set(&namespace, "db", Some("OrderedReady")),
+        set(&namespace, "cache", Some("Parallel")),
+        set(&namespace, "queue", None),
+        set(&namespace, "odd", Some("Sequential")),
+        // Same name, other namespace: not theirs.
+        set("elsewhere", "gone", Some("Parallel")),
+        // A ReplicaSet's pods are not a StatefulSet's, whatever the names.
+        set(&namespace, "web-7d4b9c8f6d", Some("Parallel")),
+    ];
+    stateful_set_policies(&mut snapshot, &sets);
+    let policies: Vec<(&str, Option<PodManagementPolicy>)> = snapshot
+        .pods
+        .iter()
+        .map(|p| {
+            (
+                p.name.as_str(),
+                p.owner.as_ref().and_then(|o| o.pod_management_policy),
+            )
+        })
+        .collect();
+    use PodManagementPolicy::{OrderedReady, Parallel};
+    assert_eq!(
+        policies,
+        [
+            ("cache-0", Some(Parallel)),
+            ("db-0", Some(OrderedReady)),
+            ("gone-0", None),
+            ("odd-0", None),
+            ("queue-0", Some(OrderedReady)),
+            ("web-7d4b9c8f6d-x2x9k", None),
+        ]
+    );
+}
