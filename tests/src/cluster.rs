@@ -5,6 +5,8 @@
 //! evictions against those terms, duplicates, request rates, taint and PDB history. For clusters
 //! larger than the machine runs processes for (the benchmarks), nodes can instead have a
 //! simulated agent: an agent pod answered by an in-process /v1/load server, making no API calls.
+//! And one node may have a measuring agent instead: a real agent measuring this host with its
+//! kernel programs (the end-to-end test with Prometheus), whose load is whatever the host does.
 //!
 //! How a node's load is made up: every pod carries its CPU demand in the annotation
 //! [`CPU_DEMAND`] (cores; absent = 0). A node's utilisation is its pods' demand over its CPUs
@@ -118,8 +120,13 @@ impl Timings {
 /// What stands for a node's agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AgentKind {
-    /// A real `ballast agent` process.
+    /// A real `ballast agent` process serving the harness's load file (`--load-from`).
     Process,
+    /// A real `ballast agent` process measuring this host with its kernel programs (needs
+    /// root): the node's load is the host's, and the containers it reports are the cgroups the
+    /// host runs, named from the API where their paths carry a pod's uid. One per cluster:
+    /// two would measure the same host.
+    Measuring,
     /// The harness's in-process server answering /v1/load for it (a registered agent pod that
     /// never talks to the API): for clusters larger than this machine runs processes for.
     Simulated,
@@ -146,6 +153,11 @@ impl NodeSpec {
 
     pub fn simulated(mut self) -> Self {
         self.agent = AgentKind::Simulated;
+        self
+    }
+
+    pub fn measuring(mut self) -> Self {
+        self.agent = AgentKind::Measuring;
         self
     }
 }
@@ -870,9 +882,6 @@ impl Cluster {
                 targets.push(target);
                 continue;
             }
-            let load = dir.path().join(format!("load-{}.json", node.name));
-            target.file = Some(load.clone());
-            targets.push(target);
             let kubeconfig = api.kubeconfig(dir.path(), &identity)?;
             let path = |p: &Path| p.display().to_string();
             let mut args: Vec<String> = vec![
@@ -881,14 +890,31 @@ impl Cluster {
                 path(&kubeconfig),
                 "--listen".into(),
                 address.to_string(),
-                "--load-from".into(),
-                path(&load),
                 "--load-token-file".into(),
                 path(&token),
                 "--policy".into(),
                 path(&policy),
-                "--no-ebpf".into(),
             ];
+            if node.agent == AgentKind::Measuring {
+                // New cgroups seen within a second, memory figures every second, and a
+                // smoothed load that follows a workload within seconds, not minutes.
+                args.extend(
+                    [
+                        "--rescan-interval",
+                        "1s",
+                        "--memory-interval",
+                        "1s",
+                        "--load-half-life",
+                        "5s",
+                    ]
+                    .map(String::from),
+                );
+            } else {
+                let load = dir.path().join(format!("load-{}.json", node.name));
+                target.file = Some(load.clone());
+                targets.push(target);
+                args.extend(["--load-from".into(), path(&load), "--no-ebpf".into()]);
+            }
             args.extend(spec.timings.args());
             args.extend(spec.extra_args.iter().cloned());
             agents.push(ClusterAgent {

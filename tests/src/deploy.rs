@@ -88,7 +88,7 @@ impl Tools {
         match Self::locate() {
             Ok(tools) => Some(tools),
             Err(missing) => {
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                if crate::in_ci() {
                     panic!("CI=true but {missing}");
                 }
                 eprintln!("{missing}: deployment checks not run");
@@ -112,19 +112,6 @@ impl Tools {
                 ))
             }
         };
-        let on_path = |name: &str, package: &str| {
-            std::env::var_os("PATH")
-                .and_then(|paths| {
-                    std::env::split_paths(&paths)
-                        .map(|dir| dir.join(name))
-                        .find(|candidate| candidate.is_file())
-                })
-                .ok_or_else(|| {
-                    format!(
-                        "{name} is not on PATH; run `cargo xtask setup` (Debian package {package})"
-                    )
-                })
-        };
         Ok(Self {
             python: in_venv("python")?,
             kubernetes_validate: in_venv("kubernetes-validate")?,
@@ -143,6 +130,20 @@ impl Tools {
         yaml_documents(&String::from_utf8_lossy(&output.stdout))
             .with_context(|| format!("parsing the output of kustomize build {}", dir.display()))
     }
+}
+
+/// The program `name` on PATH, or what to do: `package` is the Debian package that has it,
+/// which `cargo xtask setup` installs.
+pub fn on_path(name: &str, package: &str) -> Result<PathBuf, String> {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(name))
+                .find(|candidate| candidate.is_file())
+        })
+        .ok_or_else(|| {
+            format!("{name} is not on PATH; run `cargo xtask setup` (Debian package {package})")
+        })
 }
 
 /// Runs `command` to completion; an error only when it cannot be started.
@@ -215,6 +216,50 @@ pub fn dashboard_queries() -> Result<Vec<Query>> {
         }
     }
     Ok(queries)
+}
+
+/// A dashboard variable filled from Prometheus: Grafana's `label_values(SELECTOR, LABEL)`.
+#[derive(Clone, Debug)]
+pub struct LabelVariable {
+    pub dashboard: String,
+    pub name: String,
+    /// PromQL series selector, before Grafana expands the variables in it.
+    pub selector: String,
+    pub label: String,
+}
+
+/// Every variable of type `query` of every dashboard.
+pub fn dashboard_variables() -> Result<Vec<LabelVariable>> {
+    let mut variables = Vec::new();
+    for (path, dashboard) in dashboards()? {
+        let title =
+            text(&dashboard, "title").ok_or_else(|| anyhow!("{} has no title", path.display()))?;
+        let list = dashboard["templating"]["list"]
+            .as_array()
+            .into_iter()
+            .flatten();
+        for variable in list.filter(|v| v["type"] == "query") {
+            let name = text(variable, "name").unwrap_or_default();
+            let query = variable["query"]["query"].as_str().unwrap_or_default();
+            let (selector, label) = query
+                .trim()
+                .strip_prefix("label_values(")
+                .and_then(|q| q.strip_suffix(')'))
+                .and_then(|q| q.rsplit_once(','))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{title}: variable {name} is not label_values(SELECTOR, LABEL): {query:?}"
+                    )
+                })?;
+            variables.push(LabelVariable {
+                dashboard: title.to_string(),
+                name: name.to_string(),
+                selector: selector.trim().to_string(),
+                label: label.trim().to_string(),
+            });
+        }
+    }
+    Ok(variables)
 }
 
 /// A dashboard's panels, rows' nested panels included.

@@ -2,7 +2,8 @@
 //! processes, and ground truth read from the kernel's own accounting; in [`deploy`], the
 //! deployment artefacts and the real tools that check them; in [`apiserver`], the Kubernetes API
 //! test double; in [`cluster`], several agents in cluster mode against it; in [`rbac`], RBAC
-//! rules judged as the apiserver's authorizer judges calls.
+//! rules judged as the apiserver's authorizer judges calls; in [`monitoring`], real Prometheus
+//! and Alertmanager for the end-to-end test.
 //!
 //! Rules kept here so no test has to remember them: cgroups are created beneath the cgroup the
 //! test process already sits in (per hierarchy, from /proc/self/cgroup), every process a test
@@ -12,12 +13,17 @@
 pub mod deploy;
 
 use std::{
+    collections::BTreeMap,
     ffi::CString,
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Write},
     net::TcpListener,
-    os::unix::{fs::MetadataExt, process::CommandExt},
-    path::PathBuf,
+    os::{
+        fd::AsRawFd,
+        unix::{fs::MetadataExt, process::CommandExt},
+    },
+    path::{Path, PathBuf},
     process::{Child, ChildStdout, Command, Stdio},
+    sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -26,7 +32,14 @@ use ballast::collect::cgroup::hierarchy::{self, Mounts};
 
 pub mod apiserver;
 pub mod cluster;
+pub mod monitoring;
 pub mod rbac;
+
+/// Whether the suite runs in CI (`CI=true`), where a missing privilege or tool fails a test
+/// instead of skipping it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
 
 /// True when the test may run. Outside CI a non-root run skips (with a message); in CI a
 /// missing privilege is a failure, because the suite exists to run these for real.
@@ -36,7 +49,7 @@ pub fn privileged() -> bool {
     if root {
         return true;
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
+    if in_ci() {
         panic!("CI=true but not running as root: kernel tests must run in CI");
     }
     eprintln!("not root: kernel test not run (run `cargo xtask test` as root)");
@@ -93,33 +106,64 @@ pub struct TestCgroup {
     pub v2_dir: PathBuf,
     /// v1 cgroups of the same relative path the processes also join (hybrid hosts).
     v1_dirs: Vec<PathBuf>,
+    /// Every directory this cgroup created or shares (see [`SHARED_DIRS`]), in any hierarchy,
+    /// parents before children.
+    created: Vec<PathBuf>,
     children: Vec<Child>,
 }
 
 impl TestCgroup {
+    /// `NAME-PID` beneath the test process's own v2 cgroup.
     pub fn new(name: &str) -> Result<Self> {
+        Self::at(&own_v2_path()?, &format!("{name}-{}", std::process::id()))
+    }
+
+    /// `NAME-PID/BELOW` beneath the test process's own v2 cgroup (intermediate directories
+    /// created too): e.g. a kubelet-style `kubepods/burstable/pod<uid>/<container id>`, which
+    /// the agent recognises anywhere in a path.
+    pub fn nested(name: &str, below: &str) -> Result<Self> {
+        Self::at(
+            &own_v2_path()?,
+            &format!("{name}-{}/{below}", std::process::id()),
+        )
+    }
+
+    /// `NAME-PID/BELOW` (`NAME-PID` for an empty `below`) beneath the test process's own v1
+    /// `controller` cgroup, at that same relative path in v2 too, so that the agent, which
+    /// looks for a v2 cgroup's v1 files at the same path (as a kubelet lays them out), finds
+    /// them; for hosts where the test's own v1 and v2 cgroups differ. The v2 path must be
+    /// beneath the test's own v2 cgroup.
+    pub fn mirroring_v1(controller: &str, name: &str, below: &str) -> Result<Self> {
+        let name = format!("{name}-{}", std::process::id());
+        let below = match below {
+            "" => name,
+            below => format!("{name}/{below}"),
+        };
+        Self::at(&own_v1_path(controller)?, &below)
+    }
+
+    fn at(parent: &str, below: &str) -> Result<Self> {
         let mounts = hierarchy::read_mounts().context("reading cgroup mounts")?;
         let root = v2_root(&mounts)?;
         let own = own_v2_path()?;
-        let path = format!(
-            "{}/{}-{}",
-            own.trim_end_matches('/'),
-            name,
-            std::process::id()
-        );
-        let v2_dir = root.join(path.trim_start_matches('/'));
-        std::fs::create_dir(&v2_dir).with_context(|| format!("creating {}", v2_dir.display()))?;
-        Ok(Self {
+        let path = format!("{}/{below}", parent.trim_end_matches('/'));
+        let mut created = Vec::new();
+        let made = create_beneath(&root, &own, &path, &mut created);
+        let mut cgroup = Self {
             path,
-            v2_dir,
+            v2_dir: PathBuf::new(),
             v1_dirs: Vec::new(),
+            created,
             children: Vec::new(),
-        })
+        };
+        // On an error the drop removes what was created so far.
+        cgroup.v2_dir = made?;
+        Ok(cgroup)
     }
 
     /// Also puts the cgroup's processes into a v1 `cpu` cgroup of the same relative path with a
-    /// CFS quota (hybrid hosts keep the cpu controller in v1). Requires the test process's own
-    /// v1 cpu cgroup to have the same path as its v2 one, as on this machine kind.
+    /// CFS quota (hybrid hosts keep the cpu controller in v1). Requires that path to be beneath
+    /// the test process's own v1 cpu cgroup, as on this machine kind.
     pub fn with_v1_cpu_quota(mut self, quota_us: u64, period_us: u64) -> Result<Self> {
         let dir = self.v1_child("cpu", true)?;
         std::fs::write(dir.join("cpu.cfs_period_us"), period_us.to_string())?;
@@ -129,16 +173,16 @@ impl TestCgroup {
 
     /// Also puts the cgroup's processes into a v1 `memory` cgroup with a limit (hybrid hosts keep
     /// the memory controller in v1), created beneath the test process's own v1 memory cgroup;
-    /// its path mirrors the v2 one only where those two coincide.
+    /// its path mirrors the v2 one only where that is beneath it (see [`Self::mirroring_v1`]).
     pub fn with_v1_memory_limit(mut self, bytes: u64) -> Result<Self> {
         let dir = self.v1_child("memory", false)?;
         std::fs::write(dir.join("memory.limit_in_bytes"), bytes.to_string())?;
         Ok(self)
     }
 
-    /// Creates a v1 `controller` cgroup beneath the test process's own, named like this one;
-    /// `mirror` requires it to have the same relative path as the v2 cgroup (so the agent finds
-    /// it the way it finds a kubelet's).
+    /// Creates a v1 `controller` cgroup beneath the test process's own: at the v2 cgroup's
+    /// relative path where that is beneath it (so the agent finds it the way it finds a
+    /// kubelet's), else, unless `mirror` requires that, named like this one's last component.
     fn v1_child(&mut self, controller: &str, mirror: bool) -> Result<PathBuf> {
         let mounts = hierarchy::read_mounts()?;
         let root = mounts
@@ -148,14 +192,18 @@ impl TestCgroup {
             })?
             .to_path_buf();
         let own_v1 = own_v1_path(controller)?;
-        if mirror && own_v1 != own_v2_path()? {
+        let path = if is_beneath(&self.path, &own_v1) {
+            self.path.clone()
+        } else if mirror {
             bail!(
-                "own v1 {controller} cgroup {own_v1} differs from the v2 one; cannot mirror paths"
+                "own v1 {controller} cgroup {own_v1} is not an ancestor of {}; cannot mirror paths",
+                self.path
             );
-        }
-        let name = self.path.rsplit('/').next().unwrap_or_default();
-        let dir = root.join(own_v1.trim_start_matches('/')).join(name);
-        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        } else {
+            let name = self.path.rsplit('/').next().unwrap_or_default();
+            format!("{}/{name}", own_v1.trim_end_matches('/'))
+        };
+        let dir = create_beneath(&root, &own_v1, &path, &mut self.created)?;
         self.v1_dirs.push(dir.clone());
         Ok(dir)
     }
@@ -246,14 +294,87 @@ impl TestCgroup {
 impl Drop for TestCgroup {
     fn drop(&mut self) {
         self.stop_processes();
-        for dir in self.v1_dirs.iter().chain(std::iter::once(&self.v2_dir)) {
-            // A cgroup can only be removed once the kernel has finished moving its dead tasks out.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while std::fs::remove_dir(dir).is_err() && dir.exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
+        for dir in self.created.iter().rev() {
+            let mut shared = SHARED_DIRS.lock().unwrap_or_else(PoisonError::into_inner);
+            match shared.get_mut(dir) {
+                Some(users) if *users > 1 => {
+                    *users -= 1;
+                    continue;
+                }
+                Some(_) => {
+                    shared.remove(dir);
+                }
+                None => drop(shared),
             }
+            remove_cgroup_dir(dir);
         }
     }
+}
+
+/// Removes an empty cgroup directory, waiting (at most 5 s) for the kernel to finish moving
+/// its dead tasks out, which it must before the directory can go.
+fn remove_cgroup_dir(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::remove_dir(dir).is_err() && dir.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Directories between a test's own cgroup and its test cgroups (e.g. `NAME-PID` of
+/// [`TestCgroup::nested`]) that this process created, with how many live test cgroups lie
+/// beneath each: the last of them removes it. A directory this process did not create is never
+/// removed.
+static SHARED_DIRS: Mutex<BTreeMap<PathBuf, usize>> = Mutex::new(BTreeMap::new());
+
+/// Whether cgroup path `path` is `ancestor` or beneath it.
+fn is_beneath(path: &str, ancestor: &str) -> bool {
+    let ancestor = ancestor.trim_end_matches('/');
+    ancestor.is_empty()
+        || path == ancestor
+        || path
+            .strip_prefix(ancestor)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Creates the directory of cgroup `path` (relative to the hierarchy at `root`), which must be
+/// new and beneath `base`, and whichever directories between `base` and it are missing; records
+/// in `created` the new directory and every one between that this process created (shared, see
+/// [`SHARED_DIRS`]). Returns the directory of `path`.
+fn create_beneath(
+    root: &Path,
+    base: &str,
+    path: &str,
+    created: &mut Vec<PathBuf>,
+) -> Result<PathBuf> {
+    if !is_beneath(path, base) || path.trim_end_matches('/') == base.trim_end_matches('/') {
+        bail!("cgroup {path} is not beneath the test's own cgroup {base}");
+    }
+    let below = &path[base.trim_end_matches('/').len()..];
+    let mut dir = root.join(base.trim_start_matches('/'));
+    let parts: Vec<&str> = below.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.iter().any(|part| matches!(*part, "." | "..")) {
+        bail!("cgroup path {path} has a `.` or `..` component");
+    }
+    let create = |dir: &Path| {
+        std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))
+    };
+    let mut shared = SHARED_DIRS.lock().unwrap_or_else(PoisonError::into_inner);
+    for (i, part) in parts.iter().enumerate() {
+        dir.push(part);
+        if i + 1 == parts.len() {
+            create(&dir)?;
+        } else if let Some(users) = shared.get_mut(&dir) {
+            *users += 1;
+        } else if dir.exists() {
+            // Not ours: used, never removed.
+            continue;
+        } else {
+            create(&dir)?;
+            shared.insert(dir.clone(), 1);
+        }
+        created.push(dir.clone());
+    }
+    Ok(dir)
 }
 
 /// Reads lines from a workload until one equals `expected`.
@@ -268,6 +389,25 @@ pub fn wait_line(stdout: &mut BufReader<ChildStdout>, expected: &str) -> Result<
             return Ok(());
         }
     }
+}
+
+/// A file of `mib` MiB in `dir` (on disk, not tmpfs: its pages must be reclaimable), not in the
+/// page cache, so that whoever reads it next is charged for its pages.
+pub fn uncached_file(dir: &Path, mib: u64) -> Result<PathBuf> {
+    let path = dir.join("reread.bin");
+    let mut file = std::fs::File::create(&path)?;
+    let chunk = vec![0x5au8; 1 << 20];
+    for _ in 0..mib {
+        file.write_all(&chunk)?;
+    }
+    file.sync_all()?;
+    // SAFETY: plain syscall on a file descriptor this function owns; it only drops the clean
+    // page-cache pages of this one file.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if rc != 0 {
+        bail!("posix_fadvise: error {rc}");
+    }
+    Ok(path)
 }
 
 /// Field 2 of /proc/PID/schedstat: the task's total run-queue wait, ns, summed over threads.
@@ -471,4 +611,45 @@ pub fn cgroup_ids_in_kernel_maps() -> Result<Vec<u64>> {
         }
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Test cgroups sharing directories this process created (a nested parent, the v2 mirror of
+    /// the own v1 memory cgroup) leave nothing behind, whichever goes first, and a directory
+    /// that was there before is left alone.
+    #[test]
+    fn shared_parents_go_with_the_last_cgroup_beneath_them() -> Result<()> {
+        if !privileged() {
+            return Ok(());
+        }
+        let mounts = hierarchy::read_mounts()?;
+        let root = v2_root(&mounts)?;
+        let own = own_v2_path()?;
+        let parent = root
+            .join(own.trim_start_matches('/'))
+            .join(format!("ballast-shared-{}", std::process::id()));
+        for first_goes_first in [true, false] {
+            let first = TestCgroup::nested("ballast-shared", "a/x")?;
+            let second = TestCgroup::nested("ballast-shared", "a/y")?;
+            assert!(parent.join("a/x").is_dir() && parent.join("a/y").is_dir());
+            let (early, late) = match first_goes_first {
+                true => (first, second),
+                false => (second, first),
+            };
+            let late_dir = late.v2_dir.clone();
+            drop(early);
+            assert!(late_dir.is_dir(), "the other cgroup's directory stays");
+            drop(late);
+            assert!(!parent.exists(), "{} left behind", parent.display());
+        }
+        std::fs::create_dir(&parent)?;
+        drop(TestCgroup::nested("ballast-shared", "z")?);
+        let kept = parent.is_dir();
+        std::fs::remove_dir(&parent)?;
+        assert!(kept, "a directory that was there before is left alone");
+        Ok(())
+    }
 }

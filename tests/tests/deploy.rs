@@ -13,8 +13,8 @@ use std::{
 use anyhow::{bail, ensure, Context, Result};
 use ballast::rebalance::Policy;
 use ballast_tests::deploy::{
-    alerting_rules, dashboard_queries, dashboards, default_variables, deploy_dir, expand, panels,
-    read_yaml, recording_rules, rule_groups, run, DeployCopy, Tools,
+    alerting_rules, dashboard_queries, dashboard_variables, dashboards, default_variables,
+    deploy_dir, expand, panels, read_yaml, recording_rules, rule_groups, run, DeployCopy, Tools,
 };
 use serde_json::{json, Value};
 
@@ -581,7 +581,6 @@ fn dashboards_are_grafana_dashboards_and_every_query_parses() -> Result<()> {
         return Ok(());
     };
     let mut uids = BTreeSet::new();
-    let mut selectors = Vec::new();
     for (path, dashboard) in dashboards()? {
         let file = path.display();
         assert!(
@@ -630,14 +629,6 @@ fn dashboards_are_grafana_dashboards_and_every_query_parses() -> Result<()> {
                 json!("${datasource}"),
                 "{file}: {variable}"
             );
-            let query = variable["query"]["query"].as_str().unwrap_or_default();
-            // label_values(SELECTOR, LABEL): the selector is PromQL.
-            let selector = query
-                .strip_prefix("label_values(")
-                .and_then(|q| q.rsplit_once(','))
-                .map(|(selector, _)| selector.trim())
-                .with_context(|| format!("{file}: variable query {query:?}"))?;
-            selectors.push(selector.to_string());
         }
         let mut ids = BTreeSet::new();
         for panel in panels(&dashboard) {
@@ -678,8 +669,10 @@ fn dashboards_are_grafana_dashboards_and_every_query_parses() -> Result<()> {
             .with_context(|| format!("{} / {} {}", query.dashboard, query.panel, query.ref_id))?;
         rules.push(json!({ "record": format!("dashboard:query_{i}"), "expr": expr }));
     }
-    for (i, selector) in selectors.iter().enumerate() {
-        rules.push(json!({ "record": format!("dashboard:variable_{i}"), "expr": expand(selector, &variables)? }));
+    // label_values(SELECTOR, LABEL): the selector is PromQL.
+    let selectors = dashboard_variables()?;
+    for (i, variable) in selectors.iter().enumerate() {
+        rules.push(json!({ "record": format!("dashboard:variable_{i}"), "expr": expand(&variable.selector, &variables)? }));
     }
     let recorded = recording_rules()?;
     for (record, expr) in &recorded {

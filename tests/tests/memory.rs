@@ -2,35 +2,12 @@
 //! programs versus the cgroup's PSI `memory.pressure`, on a workload that a memory limit forces
 //! into reclaim, and an idle cgroup that must show none.
 
-use std::{
-    io::Write,
-    os::fd::AsRawFd,
-    path::{Path, PathBuf},
-};
+use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
-use ballast_tests::{privileged, settled_value, wait_line, Agent, TestCgroup};
+use ballast_tests::{privileged, settled_value, uncached_file, wait_line, Agent, TestCgroup};
 
 const MIB: u64 = 1 << 20;
-
-/// A file of `mib` MiB on disk (not tmpfs: its pages must be reclaimable), not in the page
-/// cache, so that whoever reads it next is charged for its pages.
-fn uncached_file(dir: &Path, mib: u64) -> Result<PathBuf> {
-    let path = dir.join("reread.bin");
-    let mut file = std::fs::File::create(&path)?;
-    let chunk = vec![0x5au8; MIB as usize];
-    for _ in 0..mib {
-        file.write_all(&chunk)?;
-    }
-    file.sync_all()?;
-    // SAFETY: plain syscall on a file descriptor this function owns; it only drops the clean
-    // page-cache pages of this one file.
-    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    if rc != 0 {
-        return Err(anyhow!("posix_fadvise: error {rc}"));
-    }
-    Ok(path)
-}
 
 /// PSI "some" total of a cgroup's memory.pressure, seconds.
 fn psi_memory_some_seconds(v2_dir: &Path) -> Result<f64> {

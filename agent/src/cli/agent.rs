@@ -8,7 +8,6 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::sync::watch;
 use tracing::info;
 
@@ -140,7 +139,8 @@ pub fn run(args: AgentArgs) -> Result<()> {
         (None, Some(name)) => name,
         (None, None) => hostname()?,
     };
-    let metrics = PrometheusBuilder::new()
+    let metrics = serve::metrics::recorder_builder()
+        .context("configuring the metrics recorder failed")?
         .install_recorder()
         .context("installing the metrics recorder failed")?;
     serve::alerts::describe_metrics();

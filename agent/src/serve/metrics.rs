@@ -5,7 +5,7 @@
 //! `ballast_collector_up{signal,mode}` says which mode is active.
 
 use ballast_common::{CpuCounters, NetCounters};
-use metrics_exporter_prometheus::PrometheusHandle;
+use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
 
 use super::exposition::{Exposition, MetricKind};
 use crate::{
@@ -76,6 +76,19 @@ pub fn identity_labels(identity: &Identity) -> IdentityLabels {
             qos: None,
         },
     }
+}
+
+/// Bucket bounds, seconds, of every histogram the agent records through the `metrics` facade:
+/// all of them latencies (a /metrics render, a collection, a Lease call, a leader round).
+const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The recorder of the self-metrics. Histograms get explicit buckets: without them the exporter
+/// renders summaries, whose quantiles cannot be summed across agents and which have no
+/// `_bucket` series for the dashboards' `histogram_quantile`.
+pub fn recorder_builder() -> Result<PrometheusBuilder, BuildError> {
+    PrometheusBuilder::new().set_buckets(&LATENCY_BUCKETS_SECONDS)
 }
 
 /// Registers descriptions of the self-metrics and the modes gauge (set once: the mode of a
@@ -541,6 +554,28 @@ fn render_node(out: &mut Exposition, snapshot: &Snapshot) {
 mod tests {
     use super::*;
     use crate::collect::cgroup::identity::identify;
+
+    #[test]
+    fn self_metric_histograms_are_rendered_with_buckets() {
+        let recorder = recorder_builder().expect("buckets").build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::histogram!("ballast_round_duration_seconds").record(0.2);
+        });
+        let text = handle.render();
+        assert!(
+            text.contains("# TYPE ballast_round_duration_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ballast_round_duration_seconds_bucket{le=\"0.25\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ballast_round_duration_seconds_bucket{le=\"0.1\"} 0"),
+            "{text}"
+        );
+    }
 
     const POD: &str = "0b6e5d3c-1111-2222-3333-444455556666";
     const CONTAINER: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";

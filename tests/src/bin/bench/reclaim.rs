@@ -1,10 +1,10 @@
 //! Cost per event of the reclaim programs under steady memcg reclaim (a reader of a file four
 //! times its cgroup's memory limit).
 
-use std::{io::Write, os::fd::AsRawFd, time::Duration};
+use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use ballast_tests::{wait_line, Agent, TestCgroup};
+use ballast_tests::{uncached_file, wait_line, Agent, TestCgroup};
 
 use crate::{median, program_counters, Options};
 
@@ -18,15 +18,7 @@ pub fn cost(options: &Options) -> Result<String> {
         .parent()
         .ok_or_else(|| anyhow!("bench binary has no directory"))?;
     let scratch = tempfile::tempdir_in(dir)?;
-    let path = scratch.path().join("reread.bin");
-    let mut file = std::fs::File::create(&path)?;
-    let chunk = vec![0x5au8; MIB as usize];
-    for _ in 0..128 {
-        file.write_all(&chunk)?;
-    }
-    file.sync_all()?;
-    // SAFETY: drops the clean page-cache pages of this one file, which this function owns.
-    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    let path = uncached_file(scratch.path(), 128)?;
     let path = path
         .to_str()
         .ok_or_else(|| anyhow!("non-UTF-8 temp path"))?;
