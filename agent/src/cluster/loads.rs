@@ -72,15 +72,17 @@ pub fn accepted_age(doc: &LoadResponse, max_age: Option<Duration>) -> f64 {
     )
 }
 
+/// One node's load and its pods' ([`node_loads`]), or why it is left out.
+pub type NodeLoads = Result<(NodeLoad, BTreeMap<String, PodLoad>), (Exclusion, String)>;
+
 /// The loads of the nodes in `answers` (keyed by node name), and why the others were left out.
 pub fn assemble(
-    answers: BTreeMap<String, Answer>,
-    max_age: Option<Duration>,
+    answers: BTreeMap<String, NodeLoads>,
 ) -> (Loads, BTreeMap<String, (Exclusion, String)>) {
     let mut loads = Loads::default();
     let mut excluded = BTreeMap::new();
     for (node, answer) in answers {
-        match node_loads(&node, answer, max_age) {
+        match answer {
             Ok((node_load, pods)) => {
                 loads.nodes.insert(node, node_load);
                 loads.pods.extend(pods);
@@ -93,11 +95,8 @@ pub fn assemble(
     (loads, excluded)
 }
 
-fn node_loads(
-    node: &str,
-    answer: Answer,
-    max_age: Option<Duration>,
-) -> Result<(NodeLoad, BTreeMap<String, PodLoad>), (Exclusion, String)> {
+/// What node `node`'s answer says: its load and its pods', or why it is left out.
+pub fn node_loads(node: &str, answer: Answer, max_age: Option<Duration>) -> NodeLoads {
     let doc = match answer {
         Answer::Load(doc) => doc,
         Answer::Failed(why) => return Err((Exclusion::Unreachable, why)),

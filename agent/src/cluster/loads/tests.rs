@@ -19,10 +19,25 @@ fn one(
     max_age: Option<Duration>,
 ) -> (Loads, BTreeMap<String, (Exclusion, String)>) {
     let node = doc.node.clone();
-    assemble(
+    all(
         BTreeMap::from([(node, Answer::Load(Box::new(doc)))]),
         max_age,
     )
+}
+
+/// [`assemble`] of `answers` as the gatherer reduces them.
+fn all(
+    answers: BTreeMap<String, Answer>,
+    max_age: Option<Duration>,
+) -> (Loads, BTreeMap<String, (Exclusion, String)>) {
+    let reduced = answers
+        .into_iter()
+        .map(|(node, answer)| {
+            let loads = node_loads(&node, answer, max_age);
+            (node, loads)
+        })
+        .collect();
+    assemble(reduced)
 }
 
 #[test]
@@ -131,7 +146,7 @@ fn stale_missing_unreachable_and_misdirected_loads_are_left_out() {
         ),
         ("node-d".to_string(), Answer::NoAgent),
     ]);
-    let (loads, excluded) = assemble(answers, None);
+    let (loads, excluded) = all(answers, None);
     assert_eq!(loads.nodes.keys().collect::<Vec<_>>(), ["node-a"]);
     assert_eq!(excluded["node-b"].0, Exclusion::Missing);
     assert!(excluded["node-b"]
