@@ -552,8 +552,136 @@ fn render_node(out: &mut Exposition, snapshot: &Snapshot) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use prometheus_parse::{Scrape, Value};
+
     use super::*;
-    use crate::collect::cgroup::identity::identify;
+    use crate::{collect::cgroup::identity::identify, serve::fixtures};
+
+    /// Containers in the reference rendering: three rounds of every kind of cgroup the fixture
+    /// has, each round with other optional figures present.
+    const REFERENCE_CONTAINERS: u64 = 3 * fixtures::KINDS;
+    const REFERENCE_PATH: &str = "src/serve/testdata/metrics-reference.prom";
+
+    /// The rendering of the fixture view must stay byte for byte what it was when the reference
+    /// was recorded (before render was optimised): label order, escaping, number formatting.
+    #[test]
+    fn render_is_byte_identical_to_the_reference() {
+        let (view, names) = fixtures::view(REFERENCE_CONTAINERS);
+        let text = render(&view, &names, &fixtures::self_metrics());
+        let reference = include_str!("testdata/metrics-reference.prom");
+        if text != reference {
+            let actual = std::env::temp_dir().join("ballast-metrics-render.prom");
+            std::fs::write(&actual, &text).expect("the rendering written for inspection");
+            let (mut want, mut got) = (reference.split_inclusive('\n'), text.split_inclusive('\n'));
+            let (line, want, got) = (1..)
+                .map(|n| (n, want.next(), got.next()))
+                .find(|(_, want, got)| want != got)
+                .expect("the texts differ in some line");
+            panic!(
+                "render differs from {REFERENCE_PATH} at line {line}:\n want {want:?}\n  got {got:?}\n\
+                 the whole rendering is in {}; if the change is intended, copy it over the reference",
+                actual.display()
+            );
+        }
+    }
+
+    /// 500 containers' worth of series read back by a real parser: every family has one series
+    /// per container that has the figure, under the same label set.
+    #[test]
+    fn a_large_rendering_parses_back_whole() {
+        let containers = 500;
+        let (view, names) = fixtures::view(containers);
+        let text = render(&view, &names, &fixtures::self_metrics());
+        let scrape = Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).expect("parses");
+        let mut per_family: BTreeMap<&str, Vec<_>> = BTreeMap::new();
+        for sample in &scrape.samples {
+            if let Some(cgroup) = sample.labels.get("cgroup") {
+                per_family
+                    .entry(&sample.metric)
+                    .or_default()
+                    .push((cgroup, &sample.value));
+            }
+        }
+        let snapshot = view.snapshot.as_ref().expect("a snapshot");
+        let count = |has: fn(&crate::collect::sample::CgroupEntry) -> bool| {
+            snapshot.cgroups.values().filter(|e| has(e)).count()
+        };
+        let with_runqueue = count(|e| e.cpu.runqueue.is_some());
+        let expected = [
+            ("ballast_container_cpu_seconds_total", containers as usize),
+            (
+                "ballast_container_cpu_runqueue_latency_seconds",
+                with_runqueue,
+            ),
+            (
+                "ballast_container_cpu_runqueue_latency_seconds_sum",
+                with_runqueue,
+            ),
+            (
+                "ballast_container_context_switches_total",
+                3 * with_runqueue,
+            ),
+            (
+                "ballast_container_cpu_limit_cores",
+                count(|e| e.cpu.limit_millicores.is_some()),
+            ),
+            (
+                "ballast_container_cpu_periods_total",
+                count(|e| e.cpu.throttling.is_some()),
+            ),
+            (
+                "ballast_container_memory_working_set_bytes",
+                count(|e| e.memory.stat.is_some()),
+            ),
+            (
+                "ballast_container_memory_reclaim_stall_seconds_total",
+                count(|e| e.memory.reclaim.is_some()),
+            ),
+            (
+                "ballast_container_network_transmit_bytes_total",
+                count(|e| e.network.is_some()),
+            ),
+            (
+                "ballast_container_tcp_retransmits_total",
+                count(|e| e.network.is_some()),
+            ),
+        ];
+        for (family, want) in expected {
+            let got = per_family.get(family).map_or(0, Vec::len);
+            assert_eq!(got, want, "series of {family}");
+        }
+        let histograms = &per_family["ballast_container_cpu_runqueue_latency_seconds"];
+        for (cgroup, value) in histograms {
+            let Value::Histogram(buckets) = value else {
+                panic!("{cgroup}: not a histogram: {value:?}");
+            };
+            assert_eq!(
+                buckets.len(),
+                crate::load::histogram::COARSE_BUCKETS,
+                "{cgroup}"
+            );
+            assert_eq!(buckets.last().map(|b| b.less_than), Some(f64::INFINITY));
+        }
+        let cgroups = |family: &str| -> Vec<&str> {
+            let mut c: Vec<&str> = per_family[family].iter().map(|(c, _)| *c).collect();
+            c.sort_unstable();
+            c
+        };
+        let all = cgroups("ballast_container_cpu_seconds_total");
+        assert_eq!(all.len(), containers as usize, "distinct label sets");
+        assert!(
+            all.windows(2).all(|w| w[0] < w[1]),
+            "one series per container"
+        );
+        assert!(cgroups("ballast_container_memory_major_faults_total")
+            .iter()
+            .all(|c| all.binary_search(c).is_ok()));
+        assert!(scrape
+            .docs
+            .contains_key("ballast_container_context_switches_total"));
+    }
 
     #[test]
     fn self_metric_histograms_are_rendered_with_buckets() {

@@ -7,6 +7,8 @@ pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod exposition;
+#[cfg(test)]
+pub mod fixtures;
 pub mod metrics;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
