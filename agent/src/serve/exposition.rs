@@ -13,6 +13,9 @@
 //! function can write dozens of families in a row and check once at the end; they are programming
 //! errors (the names are constants), so the check belongs in that function's tests. Pure: it only
 //! builds a `String`.
+//!
+//! A container's labels are the same in each of its dozens of series, so they can be checked and
+//! escaped once into a [`LabelSet`] and then copied whole into every series that carries them.
 
 use std::{
     collections::HashSet,
@@ -83,17 +86,103 @@ struct OpenFamily {
     kind: MetricKind,
 }
 
+/// Why a label can be in no series at all; found when a [`LabelSet`] is prepared and reported,
+/// with the family's name, by every family it is written to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum LabelFault {
+    Invalid(String),
+    Reserved(String),
+    Duplicate(String),
+}
+
+impl LabelFault {
+    fn in_family(self, family: &OpenFamily) -> ExpositionError {
+        let family = family.name.clone();
+        match self {
+            LabelFault::Invalid(label) => ExpositionError::InvalidLabelName { family, label },
+            LabelFault::Reserved(label) => ExpositionError::ReservedLabelName { family, label },
+            LabelFault::Duplicate(label) => ExpositionError::DuplicateLabel { family, label },
+        }
+    }
+}
+
+/// A series' labels, checked and escaped once, to be written in any number of series and
+/// families: the same text, byte for byte, as the labels given to [`Exposition::sample`].
+///
+/// Label names are checked when the set is prepared; a set with a bad one is refused by every
+/// family it is written to (as a series with that label would be). `le` is reserved in histogram
+/// families only, so it is checked when a set is written to one.
+#[derive(Clone, Debug)]
+pub struct LabelSet<'a> {
+    /// `name="escaped value",...` in the order given, without braces; empty for no labels.
+    text: String,
+    names: Vec<&'a str>,
+    /// The first label that can be in no series, and its position.
+    fault: Option<(usize, LabelFault)>,
+}
+
+impl<'a> LabelSet<'a> {
+    pub fn new(labels: &[(&'a str, &str)]) -> Self {
+        let mut text = String::with_capacity(
+            labels
+                .iter()
+                .map(|(label, value)| label.len() + value.len() + 4)
+                .sum(),
+        );
+        let mut names = Vec::with_capacity(labels.len());
+        let mut fault = None;
+        for (i, &(label, value)) in labels.iter().enumerate() {
+            if fault.is_none() {
+                fault = label_fault(label, &names, false).map(|f| (i, f));
+            }
+            if i > 0 {
+                text.push(',');
+            }
+            write_label(&mut text, label, value);
+            names.push(label);
+        }
+        Self { text, names, fault }
+    }
+
+    /// Whether these labels, then a label named `extra`, may form a series of `family`; the
+    /// error names the first label that may not, going through them in order.
+    fn check(&self, family: &OpenFamily, extra: Option<&str>) -> Result<(), ExpositionError> {
+        let histogram = family.kind == MetricKind::Histogram;
+        let le_at = if histogram {
+            self.names.iter().position(|&label| label == "le")
+        } else {
+            None
+        };
+        let fault = match (&self.fault, le_at) {
+            (Some((at, fault)), Some(le_at)) if *at < le_at => Some(fault.clone()),
+            (_, Some(_)) => Some(LabelFault::Reserved("le".to_owned())),
+            (Some((_, fault)), None) => Some(fault.clone()),
+            (None, None) => extra.and_then(|label| label_fault(label, &self.names, histogram)),
+        };
+        fault.map_or(Ok(()), |fault| Err(fault.in_family(family)))
+    }
+}
+
 /// An exposition being built. Families appear in the order they are opened, series in the order
 /// they are written, labels in the order given.
 ///
 /// ```
-/// use ballast::serve::exposition::{Exposition, MetricKind};
+/// use ballast::serve::exposition::{Exposition, LabelSet, MetricKind};
 ///
 /// let mut e = Exposition::new();
 /// e.family("ballast_example_seconds_total", "Time spent.", MetricKind::Counter);
 /// e.sample(&[("cgroup", "/a")], 1.5);
+/// let b = LabelSet::new(&[("cgroup", "/b")]);
+/// e.sample_prepared(&b, None, 2.0);
+/// e.family("ballast_example_switches_total", "Switches.", MetricKind::Counter);
+/// e.sample_prepared(&b, Some(("kind", "voluntary")), 3.0);
 /// assert_eq!(e.error(), None);
-/// assert!(e.finish().ends_with("ballast_example_seconds_total{cgroup=\"/a\"} 1.5\n"));
+/// assert!(e.finish().ends_with(
+///     "ballast_example_seconds_total{cgroup=\"/b\"} 2\n\
+///      # HELP ballast_example_switches_total Switches.\n\
+///      # TYPE ballast_example_switches_total counter\n\
+///      ballast_example_switches_total{cgroup=\"/b\",kind=\"voluntary\"} 3\n"
+/// ));
 /// ```
 #[derive(Debug, Default)]
 pub struct Exposition {
@@ -101,12 +190,23 @@ pub struct Exposition {
     open: Option<OpenFamily>,
     /// Names of the families written so far, to refuse a second `# TYPE` for one of them.
     written: HashSet<String>,
+    /// The text of each histogram bound last written, by bucket: every series of a family has
+    /// the same bounds, so each is formatted once.
+    le_texts: Vec<(f64, String)>,
     error: Option<ExpositionError>,
 }
 
 impl Exposition {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An exposition whose text can grow to `bytes` without reallocating.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            buf: String::with_capacity(bytes),
+            ..Self::default()
+        }
     }
 
     /// Opens a family: writes its `# HELP` and `# TYPE` lines; the samples that follow belong to
@@ -136,16 +236,23 @@ impl Exposition {
 
     /// One series of the open counter or gauge family.
     pub fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
+        self.sample_prepared(&LabelSet::new(labels), None, value);
+    }
+
+    /// One series of the open counter or gauge family with prepared labels, followed by `extra`
+    /// when given (such as the `kind` of a family split by kind).
+    pub fn sample_prepared(&mut self, labels: &LabelSet, extra: Option<(&str, &str)>, value: f64) {
         if let Err(error) = self
             .open_family(false)
-            .and_then(|family| check_labels(family, labels))
+            .and_then(|family| labels.check(family, extra.map(|(label, _)| label)))
         {
             return self.reject(error);
         }
         let Some(family) = &self.open else { return };
-        write_series(&mut self.buf, &family.name, "", labels, None);
-        write_float(&mut self.buf, value);
-        self.buf.push('\n');
+        let buf = &mut self.buf;
+        write_series(buf, &family.name, "", labels, extra, None);
+        write_float(buf, value);
+        buf.push('\n');
     }
 
     /// One series of the open histogram family from per-bucket counts, as the kernel keeps them:
@@ -153,6 +260,17 @@ impl Exposition {
     /// for the open last bucket. Accumulates them into the cumulative `le` buckets the format
     /// wants and uses the total as `_count`; see [`Exposition::histogram_cumulative`].
     pub fn histogram(&mut self, labels: &[(&str, &str)], bounds: &[f64], counts: &[u64], sum: f64) {
+        self.histogram_prepared(&LabelSet::new(labels), bounds, counts, sum);
+    }
+
+    /// [`Exposition::histogram`] with prepared labels.
+    pub fn histogram_prepared(
+        &mut self,
+        labels: &LabelSet,
+        bounds: &[f64],
+        counts: &[u64],
+        sum: f64,
+    ) {
         if counts.len() != bounds.len() + 1 {
             let reason = "needs one count per bound plus one for the open last bucket";
             let error = match self.open_family(true) {
@@ -186,7 +304,7 @@ impl Exposition {
         sum: f64,
         count: u64,
     ) {
-        self.write_histogram(labels, buckets.iter().copied(), sum, count);
+        self.write_histogram(&LabelSet::new(labels), buckets.iter().copied(), sum, count);
     }
 
     /// Appends text rendered elsewhere, already in the exposition format; a missing final newline
@@ -234,12 +352,12 @@ impl Exposition {
         })
     }
 
-    fn write_histogram<I>(&mut self, labels: &[(&str, &str)], buckets: I, sum: f64, count: u64)
+    fn write_histogram<I>(&mut self, labels: &LabelSet, buckets: I, sum: f64, count: u64)
     where
         I: Iterator<Item = (f64, u64)> + Clone,
     {
         let checked = self.open_family(true).and_then(|family| {
-            check_labels(family, labels)?;
+            labels.check(family, None)?;
             check_buckets(buckets.clone(), count).map_err(|reason| {
                 ExpositionError::InvalidHistogram {
                     family: family.name.clone(),
@@ -252,41 +370,45 @@ impl Exposition {
         }
         let Some(family) = &self.open else { return };
         let buf = &mut self.buf;
-        for (le, cumulative) in buckets.chain(std::iter::once((f64::INFINITY, count))) {
-            write_series(buf, &family.name, "_bucket", labels, Some(le));
-            let _ = writeln!(buf, "{cumulative}");
+        for (k, (le, cumulative)) in buckets.enumerate() {
+            if self.le_texts.len() <= k {
+                self.le_texts.push((f64::NAN, String::new()));
+            }
+            let (cached, text) = &mut self.le_texts[k];
+            // Compared by bits: NaN (never a bound) marks an empty slot.
+            if cached.to_bits() != le.to_bits() {
+                text.clear();
+                write_float(text, le);
+                *cached = le;
+            }
+            write_series(buf, &family.name, "_bucket", labels, None, Some(text));
+            write_integer(buf, cumulative);
+            buf.push('\n');
         }
-        write_series(buf, &family.name, "_sum", labels, None);
+        write_series(buf, &family.name, "_bucket", labels, None, Some("+Inf"));
+        write_integer(buf, count);
+        buf.push('\n');
+        write_series(buf, &family.name, "_sum", labels, None, None);
         write_float(buf, sum);
         buf.push('\n');
-        write_series(buf, &family.name, "_count", labels, None);
-        let _ = writeln!(buf, "{count}");
+        write_series(buf, &family.name, "_count", labels, None, None);
+        write_integer(buf, count);
+        buf.push('\n');
     }
 }
 
-/// Label names must be valid, not reserved, and unique within the series.
-fn check_labels(family: &OpenFamily, labels: &[(&str, &str)]) -> Result<(), ExpositionError> {
-    for (i, &(label, _)) in labels.iter().enumerate() {
-        if !valid_label_name(label) {
-            return Err(ExpositionError::InvalidLabelName {
-                family: family.name.clone(),
-                label: label.to_owned(),
-            });
-        }
-        if label.starts_with("__") || (family.kind == MetricKind::Histogram && label == "le") {
-            return Err(ExpositionError::ReservedLabelName {
-                family: family.name.clone(),
-                label: label.to_owned(),
-            });
-        }
-        if labels[..i].iter().any(|&(earlier, _)| earlier == label) {
-            return Err(ExpositionError::DuplicateLabel {
-                family: family.name.clone(),
-                label: label.to_owned(),
-            });
-        }
+/// Why `label` cannot follow the labels `earlier` in a series (of a histogram family, when
+/// `histogram`), if it cannot: an invalid name, a reserved one, or one already there.
+fn label_fault(label: &str, earlier: &[&str], histogram: bool) -> Option<LabelFault> {
+    if !valid_label_name(label) {
+        Some(LabelFault::Invalid(label.to_owned()))
+    } else if label.starts_with("__") || (histogram && label == "le") {
+        Some(LabelFault::Reserved(label.to_owned()))
+    } else if earlier.contains(&label) {
+        Some(LabelFault::Duplicate(label.to_owned()))
+    } else {
+        None
     }
-    Ok(())
 }
 
 /// Finite, strictly ascending bounds (the writer adds `+Inf` itself), cumulative counts that never
@@ -316,39 +438,50 @@ fn check_buckets(
     Ok(())
 }
 
-/// `name` + `suffix` + `{labels}` (with `le` last, when given) + one space: everything before the
-/// value. Braces are left out when there are no labels, as clients do.
+/// `name` + `suffix` + `{labels}` (then `extra`, then `le` with its text as given, when there are)
+/// + one space: everything before the value. Braces are left out when there are no labels, as
+/// clients do.
 fn write_series(
     buf: &mut String,
     name: &str,
     suffix: &str,
-    labels: &[(&str, &str)],
-    le: Option<f64>,
+    labels: &LabelSet,
+    extra: Option<(&str, &str)>,
+    le: Option<&str>,
 ) {
     buf.push_str(name);
     buf.push_str(suffix);
-    if !labels.is_empty() || le.is_some() {
-        buf.push('{');
-        for (i, (label, value)) in labels.iter().enumerate() {
-            if i > 0 {
-                buf.push(',');
-            }
-            buf.push_str(label);
-            buf.push_str("=\"");
-            escape_into(buf, value, true);
-            buf.push('"');
-        }
-        if let Some(le) = le {
-            if !labels.is_empty() {
-                buf.push(',');
-            }
-            buf.push_str("le=\"");
-            write_float(buf, le);
-            buf.push('"');
-        }
-        buf.push('}');
+    if labels.text.is_empty() && extra.is_none() && le.is_none() {
+        buf.push(' ');
+        return;
     }
-    buf.push(' ');
+    buf.push('{');
+    buf.push_str(&labels.text);
+    let mut first = labels.text.is_empty();
+    if let Some((label, value)) = extra {
+        if !first {
+            buf.push(',');
+        }
+        write_label(buf, label, value);
+        first = false;
+    }
+    if let Some(le) = le {
+        if !first {
+            buf.push(',');
+        }
+        buf.push_str("le=\"");
+        buf.push_str(le);
+        buf.push('"');
+    }
+    buf.push_str("} ");
+}
+
+/// `label="escaped value"`.
+fn write_label(buf: &mut String, label: &str, value: &str) {
+    buf.push_str(label);
+    buf.push_str("=\"");
+    escape_into(buf, value, true);
+    buf.push('"');
 }
 
 /// The format's escaping: backslash and newline always, double quote in label values only (HELP
@@ -386,11 +519,22 @@ fn write_float(buf: &mut String, value: f64) {
         buf.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
     } else if value == 0.0 {
         buf.push('0');
+    } else if value.fract() == 0.0 && value.abs() < EXACT_INTEGERS {
+        // Byte and event counts: below 2^53 every digit of an integer is needed to tell it from
+        // its neighbours, so its shortest text is the integer's own.
+        write_integer(buf, value as i64);
     } else if (1e-6..1e21).contains(&value.abs()) {
         let _ = write!(buf, "{value}");
     } else {
         let _ = write!(buf, "{value:e}");
     }
+}
+
+/// 2^53: every integer below it is exactly an f64, and so is each of its neighbours.
+const EXACT_INTEGERS: f64 = 9_007_199_254_740_992.0;
+
+fn write_integer(buf: &mut String, value: impl itoa::Integer) {
+    buf.push_str(itoa::Buffer::new().format(value));
 }
 
 /// `[a-zA-Z_:][a-zA-Z0-9_:]*`

@@ -4,17 +4,19 @@
 //! Families of signals a mode cannot measure are left out entirely (absent, not zero), and
 //! `ballast_collector_up{signal,mode}` says which mode is active.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use ballast_common::{CpuCounters, NetCounters};
 use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
 
-use super::exposition::{Exposition, MetricKind};
+use super::exposition::{Exposition, LabelSet, MetricKind};
 use crate::{
     cluster::names::PodDirectory,
     collect::{
         cgroup::identity::{Identity, KubeNames, QosClass, Workload},
         cgroupfs::memory::MemoryStat,
         cgroupfs::Throttling,
-        sample::{CgroupCpu, CgroupMemory, Mode, Snapshot},
+        sample::{CgroupEntry, Mode, Snapshot},
     },
     load::{
         histogram::{bucket_upper_bounds_seconds, coarse_upper_bounds_seconds, coarsen},
@@ -121,31 +123,27 @@ pub fn describe_self_metrics(state: &AgentState) {
     }
 }
 
+/// Size of the last body rendered: the next one is about as large, so its text is reserved
+/// whole instead of grown by doubling (megabytes at hundreds of containers).
+static LAST_RENDER_BYTES: AtomicUsize = AtomicUsize::new(0);
+
 /// The whole `/metrics` body; containers of pods in `names` are labelled with their names.
 pub fn render(view: &View, names: &PodDirectory, self_metrics: &PrometheusHandle) -> String {
-    let mut out = Exposition::new();
+    let last = LAST_RENDER_BYTES.load(Ordering::Relaxed);
+    let mut out = Exposition::with_capacity(last + last / 8);
     if let Some(snapshot) = &view.snapshot {
-        let labels: Vec<Labels> = snapshot
+        // Each container's labels are checked and escaped once for all its series.
+        let containers: Vec<Container> = snapshot
             .cgroups
             .values()
-            .map(|entry| container_labels(&entry.identity, names.names(&entry.identity)))
+            .map(|entry| {
+                let labels = container_labels(&entry.identity, names.names(&entry.identity));
+                (LabelSet::new(&borrowed(&labels)), entry)
+            })
             .collect();
-        let cpu: Vec<(&Labels, &CgroupCpu)> = labels
-            .iter()
-            .zip(snapshot.cgroups.values().map(|e| &e.cpu))
-            .collect();
-        render_containers(&mut out, &cpu);
-        let memory: Vec<(&Labels, &CgroupMemory)> = labels
-            .iter()
-            .zip(snapshot.cgroups.values().map(|e| &e.memory))
-            .collect();
-        render_memory(&mut out, &memory);
-        let network: Vec<(&Labels, NetCounters)> = labels
-            .iter()
-            .zip(snapshot.cgroups.values())
-            .filter_map(|(labels, e)| e.network.map(|n| (labels, n)))
-            .collect();
-        render_network(&mut out, &network, snapshot.retransmits_counted);
+        render_cpu(&mut out, &containers);
+        render_memory(&mut out, &containers);
+        render_network(&mut out, &containers, snapshot.retransmits_counted);
         render_node(&mut out, snapshot);
         if let Some(scores) = &view.scores {
             render_node_load(&mut out, &scores.node.scored(&scores.config).smoothed);
@@ -191,7 +189,9 @@ pub fn render(view: &View, names: &PodDirectory, self_metrics: &PrometheusHandle
     );
     out.sample(&[], view.failed_collections as f64);
     out.append_raw(&self_metrics.render());
-    out.finish()
+    let body = out.finish();
+    LAST_RENDER_BYTES.store(body.len(), Ordering::Relaxed);
+    body
 }
 
 /// `cgroup`, `workload`, then `namespace`, `pod` and `container` where the API named them, the
@@ -233,39 +233,32 @@ fn borrowed<'a>(labels: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a 
 
 type Labels = Vec<(&'static str, String)>;
 
-/// One counter family with a sample per container, skipped entirely when no container has it.
-fn counter_family<T>(
-    out: &mut Exposition,
-    name: &str,
-    help: &str,
-    items: &[(&Labels, T)],
-    value: impl Fn(&T) -> f64,
-) {
-    container_family(out, name, help, MetricKind::Counter, items, value);
-}
+/// A container's prepared labels and its figures.
+type Container<'a> = (LabelSet<'static>, &'a CgroupEntry);
 
-/// One family of `kind` with a sample per container, skipped entirely when no container has it.
-fn container_family<T>(
+/// One family of `kind` with a series per container in `series`, skipped entirely when no
+/// container has the figure.
+fn container_family<'a>(
     out: &mut Exposition,
     name: &str,
     help: &str,
     kind: MetricKind,
-    items: &[(&Labels, T)],
-    value: impl Fn(&T) -> f64,
+    series: impl Iterator<Item = (&'a LabelSet<'a>, f64)>,
 ) {
-    if items.is_empty() {
+    let mut series = series.peekable();
+    if series.peek().is_none() {
         return;
     }
     out.family(name, help, kind);
-    for (labels, item) in items {
-        out.sample(&borrowed(labels), value(item));
+    for (labels, value) in series {
+        out.sample_prepared(labels, None, value);
     }
 }
 
 /// Network families (eBPF only): traffic of the sockets each container owns.
-fn render_network(out: &mut Exposition, cgroups: &[(&Labels, NetCounters)], retransmits: bool) {
+fn render_network(out: &mut Exposition, containers: &[Container], retransmits: bool) {
     type Counter = (&'static str, &'static str, fn(&NetCounters) -> u64);
-    let families: [Counter; 4] = [
+    let mut families: Vec<Counter> = vec![
         (
             "ballast_container_network_receive_bytes_total",
             "IP bytes (headers included) received by the container's sockets.",
@@ -287,100 +280,88 @@ fn render_network(out: &mut Exposition, cgroups: &[(&Labels, NetCounters)], retr
             |n| n.tx_packets,
         ),
     ];
-    for (name, help, value) in families {
-        counter_family(out, name, help, cgroups, |n| value(n) as f64);
-    }
     if retransmits {
-        counter_family(
-            out,
+        families.push((
             "ballast_container_tcp_retransmits_total",
             "TCP segments the container's sockets retransmitted (attributed to the socket's owner, also from timers).",
-            cgroups,
-            |n| n.tcp_retransmits as f64,
-        );
+            |n| n.tcp_retransmits,
+        ));
+    }
+    for (name, help, value) in families {
+        let series = containers
+            .iter()
+            .filter_map(|(labels, e)| e.network.map(|n| (labels, value(&n) as f64)));
+        container_family(out, name, help, MetricKind::Counter, series);
     }
 }
 
 /// Memory families; each only for containers where that figure is measured.
-fn render_memory(out: &mut Exposition, cgroups: &[(&Labels, &CgroupMemory)]) {
-    let reclaim: Vec<(&Labels, u64)> = cgroups
-        .iter()
-        .filter_map(|(labels, m)| m.reclaim.map(|r| (*labels, r.reclaim_stall_ns)))
-        .collect();
-    counter_family(
+fn render_memory(out: &mut Exposition, containers: &[Container]) {
+    let memory = || containers.iter().map(|(labels, e)| (labels, &e.memory));
+    container_family(
         out,
         "ballast_container_memory_reclaim_stall_seconds_total",
         "Time the container's tasks spent stalled in direct or memcg (limit) reclaim, measured in the kernel.",
-        &reclaim,
-        |ns| *ns as f64 / 1e9,
+        MetricKind::Counter,
+        memory().filter_map(|(labels, m)| m.reclaim.map(|r| (labels, r.reclaim_stall_ns as f64 / 1e9))),
     );
-    let stat: Vec<(&Labels, &MemoryStat)> = cgroups
-        .iter()
-        .filter_map(|(labels, m)| m.stat.as_ref().map(|s| (*labels, s)))
-        .collect();
-    type Gauge = (&'static str, &'static str, fn(&MemoryStat) -> u64);
-    let gauges: [Gauge; 3] = [
+    type Stat = (
+        &'static str,
+        &'static str,
+        MetricKind,
+        fn(&MemoryStat) -> Option<u64>,
+    );
+    let stats: [Stat; 6] = [
         (
             "ballast_container_memory_working_set_bytes",
             "Memory usage minus inactive page cache (cAdvisor's working set).",
-            |s| s.working_set_bytes,
+            MetricKind::Gauge,
+            |s| Some(s.working_set_bytes),
         ),
         (
             "ballast_container_memory_rss_bytes",
             "Anonymous memory of the container.",
-            |s| s.rss_bytes,
+            MetricKind::Gauge,
+            |s| Some(s.rss_bytes),
         ),
         (
             "ballast_container_memory_cache_bytes",
             "Page cache charged to the container.",
-            |s| s.cache_bytes,
+            MetricKind::Gauge,
+            |s| Some(s.cache_bytes),
+        ),
+        (
+            "ballast_container_memory_major_faults_total",
+            "Major page faults of the container.",
+            MetricKind::Counter,
+            |s| Some(s.major_faults),
+        ),
+        (
+            "ballast_container_memory_limit_bytes",
+            "Memory limit of the container's cgroup (memory.max / memory.limit_in_bytes). Only containers with a limit.",
+            MetricKind::Gauge,
+            |s| s.limit_bytes,
+        ),
+        (
+            "ballast_container_memory_oom_kills_total",
+            "Processes of the container killed by the OOM killer.",
+            MetricKind::Counter,
+            |s| s.oom_kills,
         ),
     ];
-    for (name, help, value) in gauges {
-        container_family(out, name, help, MetricKind::Gauge, &stat, |s| {
-            value(s) as f64
+    for (name, help, kind, value) in stats {
+        let series = memory().filter_map(|(labels, m)| {
+            let value = value(m.stat.as_ref()?)?;
+            Some((labels, value as f64))
         });
+        container_family(out, name, help, kind, series);
     }
-    counter_family(
-        out,
-        "ballast_container_memory_major_faults_total",
-        "Major page faults of the container.",
-        &stat,
-        |s| s.major_faults as f64,
-    );
-    let limits: Vec<(&Labels, u64)> = stat
-        .iter()
-        .filter_map(|(labels, s)| s.limit_bytes.map(|l| (*labels, l)))
-        .collect();
     container_family(
-        out,
-        "ballast_container_memory_limit_bytes",
-        "Memory limit of the container's cgroup (memory.max / memory.limit_in_bytes). Only containers with a limit.",
-        MetricKind::Gauge,
-        &limits,
-        |l| *l as f64,
-    );
-    let oom: Vec<(&Labels, u64)> = stat
-        .iter()
-        .filter_map(|(labels, s)| s.oom_kills.map(|n| (*labels, n)))
-        .collect();
-    counter_family(
-        out,
-        "ballast_container_memory_oom_kills_total",
-        "Processes of the container killed by the OOM killer.",
-        &oom,
-        |n| *n as f64,
-    );
-    let psi: Vec<(&Labels, u64)> = cgroups
-        .iter()
-        .filter_map(|(labels, m)| m.psi_some_us.map(|p| (*labels, p)))
-        .collect();
-    counter_family(
         out,
         "ballast_container_pressure_memory_waiting_seconds_total",
         "PSI memory 'some' total of the container's cgroup.",
-        &psi,
-        |us| *us as f64 / 1e6,
+        MetricKind::Counter,
+        memory().filter_map(|(labels, m)| m.psi_some_us.map(|us| (labels, us as f64 / 1e6))),
     );
 }
 
@@ -393,35 +374,33 @@ fn switch_kinds(rq: &CpuCounters) -> [(&'static str, u64); 3] {
     ]
 }
 
-fn render_containers(out: &mut Exposition, cgroups: &[(&Labels, &CgroupCpu)]) {
-    counter_family(
+fn render_cpu(out: &mut Exposition, containers: &[Container]) {
+    let cpu = || containers.iter().map(|(labels, e)| (labels, &e.cpu));
+    container_family(
         out,
         "ballast_container_cpu_seconds_total",
         "CPU time used by the container's own tasks.",
-        cgroups,
-        |cpu| cpu.on_cpu_ns as f64 / 1e9,
+        MetricKind::Counter,
+        cpu().map(|(labels, cpu)| (labels, cpu.on_cpu_ns as f64 / 1e9)),
     );
-    let with_runqueue: Vec<(&Labels, &CpuCounters)> = cgroups
-        .iter()
-        .filter_map(|(labels, cpu)| cpu.runqueue.as_ref().map(|rq| (*labels, rq)))
-        .collect();
-    counter_family(
+    let runqueue = || cpu().filter_map(|(labels, cpu)| Some((labels, cpu.runqueue.as_ref()?)));
+    container_family(
         out,
         "ballast_container_cpu_runqueue_wait_seconds_total",
         "Time the container's tasks were runnable but waiting for a CPU (contention; throttled time excluded where the kernel allows).",
-        &with_runqueue,
-        |rq| rq.runqueue_wait_ns as f64 / 1e9,
+        MetricKind::Counter,
+        runqueue().map(|(labels, rq)| (labels, rq.runqueue_wait_ns as f64 / 1e9)),
     );
-    if !with_runqueue.is_empty() {
+    if runqueue().next().is_some() {
         out.family(
             "ballast_container_cpu_runqueue_latency_seconds",
             "Run-queue waits of the container's tasks, from wakeup or preemption to running (x4 buckets).",
             MetricKind::Histogram,
         );
         let coarse_bounds = coarse_upper_bounds_seconds();
-        for (labels, rq) in &with_runqueue {
-            out.histogram(
-                &borrowed(labels),
+        for (labels, rq) in runqueue() {
+            out.histogram_prepared(
+                labels,
                 &coarse_bounds,
                 &coarsen(&rq.wait_hist),
                 rq.runqueue_wait_ns as f64 / 1e9,
@@ -432,61 +411,48 @@ fn render_containers(out: &mut Exposition, cgroups: &[(&Labels, &CgroupCpu)]) {
             "Context switches of the container's tasks by kind: voluntary (blocked), involuntary (preempted), throttled (CFS quota exhausted).",
             MetricKind::Counter,
         );
-        for (labels, rq) in &with_runqueue {
+        for (labels, rq) in runqueue() {
             for (kind, value) in switch_kinds(rq) {
-                let mut l = borrowed(labels);
-                l.push(("kind", kind));
-                out.sample(&l, value as f64);
+                out.sample_prepared(labels, Some(("kind", kind)), value as f64);
             }
         }
     }
-    let throttled: Vec<(&Labels, &Throttling)> = cgroups
-        .iter()
-        .filter_map(|(labels, cpu)| cpu.throttling.as_ref().map(|t| (*labels, t)))
-        .collect();
-    counter_family(
-        out,
-        "ballast_container_cpu_throttled_seconds_total",
-        "Time the container was throttled by its own CFS quota (self-inflicted, not contention). Only containers with a quota.",
-        &throttled,
-        |t| t.throttled_ns as f64 / 1e9,
-    );
-    counter_family(
-        out,
-        "ballast_container_cpu_throttled_periods_total",
-        "CFS enforcement periods in which the container was throttled.",
-        &throttled,
-        |t| t.throttled_periods as f64,
-    );
-    counter_family(
-        out,
-        "ballast_container_cpu_periods_total",
-        "CFS enforcement periods elapsed for the container.",
-        &throttled,
-        |t| t.periods as f64,
-    );
-    let limits: Vec<(&Labels, u64)> = cgroups
-        .iter()
-        .filter_map(|(labels, cpu)| cpu.limit_millicores.map(|m| (*labels, m)))
-        .collect();
+    type Throttled = (&'static str, &'static str, fn(&Throttling) -> f64);
+    let throttled: [Throttled; 3] = [
+        (
+            "ballast_container_cpu_throttled_seconds_total",
+            "Time the container was throttled by its own CFS quota (self-inflicted, not contention). Only containers with a quota.",
+            |t| t.throttled_ns as f64 / 1e9,
+        ),
+        (
+            "ballast_container_cpu_throttled_periods_total",
+            "CFS enforcement periods in which the container was throttled.",
+            |t| t.throttled_periods as f64,
+        ),
+        (
+            "ballast_container_cpu_periods_total",
+            "CFS enforcement periods elapsed for the container.",
+            |t| t.periods as f64,
+        ),
+    ];
+    for (name, help, value) in throttled {
+        let series =
+            cpu().filter_map(|(labels, cpu)| Some((labels, value(cpu.throttling.as_ref()?))));
+        container_family(out, name, help, MetricKind::Counter, series);
+    }
     container_family(
         out,
         "ballast_container_cpu_limit_cores",
         "CPU limit of the container's cgroup (CFS quota / period). Only containers with a quota.",
         MetricKind::Gauge,
-        &limits,
-        |m| *m as f64 / 1000.0,
+        cpu().filter_map(|(labels, cpu)| cpu.limit_millicores.map(|m| (labels, m as f64 / 1000.0))),
     );
-    let psi: Vec<(&Labels, u64)> = cgroups
-        .iter()
-        .filter_map(|(labels, cpu)| cpu.psi_some_us.map(|p| (*labels, p)))
-        .collect();
-    counter_family(
+    container_family(
         out,
         "ballast_container_pressure_cpu_waiting_seconds_total",
         "PSI cpu 'some' total of the container's cgroup (mixes contention and throttling).",
-        &psi,
-        |us| *us as f64 / 1e6,
+        MetricKind::Counter,
+        cpu().filter_map(|(labels, cpu)| cpu.psi_some_us.map(|us| (labels, us as f64 / 1e6))),
     );
 }
 
