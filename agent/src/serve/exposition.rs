@@ -519,7 +519,7 @@ fn write_float(buf: &mut String, value: f64) {
         buf.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
     } else if value == 0.0 {
         buf.push('0');
-    } else if value.fract() == 0.0 && value.abs() < EXACT_INTEGERS {
+    } else if value.abs() < EXACT_INTEGERS && value == (value as i64) as f64 {
         // Byte and event counts: below 2^53 every digit of an integer is needed to tell it from
         // its neighbours, so its shortest text is the integer's own.
         write_integer(buf, value as i64);
@@ -1088,7 +1088,80 @@ mod tests {
         (out, "")
     }
 
+    /// The text a float is defined to have: std's shortest round-trip digits, plain from 1e-6 to
+    /// 1e21, with an exponent outside (what `write_float` did before its fast paths).
+    fn std_float(value: f64) -> String {
+        if value.is_nan() {
+            "NaN".to_owned()
+        } else if value.is_infinite() {
+            (if value > 0.0 { "+Inf" } else { "-Inf" }).to_owned()
+        } else if value == 0.0 {
+            "0".to_owned()
+        } else if (1e-6..1e21).contains(&value.abs()) {
+            format!("{value}")
+        } else {
+            format!("{value:e}")
+        }
+    }
+
+    /// Label names to draw from: ordinary ones, `le` (reserved in histograms), a `__` one, an
+    /// invalid one, and `kind` (the added label below, so also a duplicate).
+    const NAMES: [&str; 7] = ["cgroup", "pod", "kind", "le", "__name__", "bad-label", ""];
+
+    /// A label value with the characters escaping is about, or any string.
+    fn label_value() -> impl Strategy<Value = String> {
+        prop_oneof!["[a\"\\\n{},= ü]{0,6}", any::<String>()]
+    }
+
     proptest! {
+        /// The integer fast path included. (ryu is no substitute for std here: it rounds exact
+        /// ties to even where std rounds them up, e.g. 1852493396537765.25 -> `...765.2`.)
+        #[test]
+        fn floats_are_written_as_std_writes_them(value in prop_oneof![
+            any::<f64>(),
+            1e-7..1e17f64,
+            any::<u64>().prop_map(|ns| ns as f64 / 1e9),
+            any::<i64>().prop_map(|n| n as f64),
+            any::<i64>().prop_map(|n| n as f64 + 0.5),
+        ]) {
+            let mut text = String::new();
+            write_float(&mut text, value);
+            prop_assert_eq!(text, std_float(value), "{:?}", value);
+        }
+
+        /// A prepared set plus an added label writes (or refuses) exactly what the same labels in
+        /// one list do, in counter, gauge and histogram families.
+        #[test]
+        fn prepared_labels_write_what_listed_labels_write(
+            labels in proptest::collection::vec((0..NAMES.len(), label_value()), 0..4),
+            kind in label_value(),
+            value in any::<f64>(),
+        ) {
+            let labels: Vec<(&str, &str)> = labels.iter().map(|(n, v)| (NAMES[*n], v.as_str())).collect();
+            let mut listed = labels.clone();
+            listed.push(("kind", &kind));
+            let set = LabelSet::new(&labels);
+            let render = |prepared: bool| {
+                rendered(|e| {
+                    e.family("c_total", "C.", MetricKind::Counter);
+                    if prepared {
+                        e.sample_prepared(&set, Some(("kind", &kind)), value);
+                        e.sample_prepared(&set, None, value);
+                    } else {
+                        e.sample(&listed, value);
+                        e.sample(&labels, value);
+                    }
+                    e.family("h", "H.", MetricKind::Histogram);
+                    if prepared {
+                        e.histogram_prepared(&set, &[0.5, 1.0], &[1, 2, 3], value);
+                    } else {
+                        e.histogram(&labels, &[0.5, 1.0], &[1, 2, 3], value);
+                    }
+                })
+            };
+            prop_assert_eq!(render(true), render(false));
+        }
+
         #[test]
         fn any_label_value_and_help_survive_escaping(value in any::<String>(), help in any::<String>()) {
             let mut e = Exposition::new();
