@@ -86,15 +86,22 @@ impl PodDirectory {
     /// The names of a cgroup of a known pod; the container only when its id is known (the
     /// sandbox and the pod's own cgroup have none).
     pub fn names(&self, identity: &Identity) -> Option<KubeNames> {
-        let pod = self.pods.get(identity.pod_uid()?)?;
+        let (pod, container) = self.lookup(identity)?;
         Some(KubeNames {
             namespace: pod.namespace.clone(),
             pod: pod.pod.clone(),
-            container: identity
-                .container_id()
-                .and_then(|id| pod.containers.get(id))
-                .cloned(),
+            container: container.map(str::to_owned),
         })
+    }
+
+    /// [`PodDirectory::names`] without copies: the pod's names and the container's name.
+    pub fn lookup(&self, identity: &Identity) -> Option<(&PodNames, Option<&str>)> {
+        let pod = self.pods.get(identity.pod_uid()?)?;
+        let container = identity
+            .container_id()
+            .and_then(|id| pod.containers.get(id))
+            .map(String::as_str);
+        Some((pod, container))
     }
 
     pub fn len(&self) -> usize {

@@ -11,9 +11,9 @@ use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandl
 
 use super::exposition::{Exposition, LabelSet, MetricKind};
 use crate::{
-    cluster::names::PodDirectory,
+    cluster::names::{PodDirectory, PodNames},
     collect::{
-        cgroup::identity::{Identity, KubeNames, QosClass, Workload},
+        cgroup::identity::{Identity, QosClass, Workload},
         cgroupfs::memory::MemoryStat,
         cgroupfs::Throttling,
         sample::{CgroupEntry, Mode, Snapshot},
@@ -28,14 +28,14 @@ use crate::{
 /// Labels derived from a cgroup's identity, low-cardinality by construction: one series per
 /// container, never per process.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IdentityLabels {
+pub struct IdentityLabels<'a> {
     pub workload: &'static str,
-    pub pod_uid: Option<String>,
-    pub container_id: Option<String>,
+    pub pod_uid: Option<&'a str>,
+    pub container_id: Option<&'a str>,
     pub qos: Option<&'static str>,
 }
 
-pub fn identity_labels(identity: &Identity) -> IdentityLabels {
+pub fn identity_labels(identity: &Identity) -> IdentityLabels<'_> {
     let qos_name = |qos: &QosClass| match qos {
         QosClass::Guaranteed => "guaranteed",
         QosClass::Burstable => "burstable",
@@ -44,7 +44,7 @@ pub fn identity_labels(identity: &Identity) -> IdentityLabels {
     match &identity.workload {
         Workload::KubernetesPod { pod_uid, qos } => IdentityLabels {
             workload: "pod",
-            pod_uid: Some(pod_uid.clone()),
+            pod_uid: Some(pod_uid),
             container_id: None,
             qos: Some(qos_name(qos)),
         },
@@ -55,14 +55,14 @@ pub fn identity_labels(identity: &Identity) -> IdentityLabels {
             ..
         } => IdentityLabels {
             workload: "container",
-            pod_uid: Some(pod_uid.clone()),
-            container_id: Some(container_id.clone()),
+            pod_uid: Some(pod_uid),
+            container_id: Some(container_id),
             qos: Some(qos_name(qos)),
         },
         Workload::DockerContainer { container_id } => IdentityLabels {
             workload: "docker",
             pod_uid: None,
-            container_id: Some(container_id.clone()),
+            container_id: Some(container_id),
             qos: None,
         },
         Workload::SystemdService { .. } => IdentityLabels {
@@ -137,8 +137,8 @@ pub fn render(view: &View, names: &PodDirectory, self_metrics: &PrometheusHandle
             .cgroups
             .values()
             .map(|entry| {
-                let labels = container_labels(&entry.identity, names.names(&entry.identity));
-                (LabelSet::new(&borrowed(&labels)), entry)
+                let labels = container_labels(&entry.identity, names.lookup(&entry.identity));
+                (LabelSet::new(&labels), entry)
             })
             .collect();
         render_cpu(&mut out, &containers);
@@ -196,17 +196,19 @@ pub fn render(view: &View, names: &PodDirectory, self_metrics: &PrometheusHandle
 
 /// `cgroup`, `workload`, then `namespace`, `pod` and `container` where the API named them, the
 /// raw `pod_uid` and `container_id` where it did not, and `qos`.
-fn container_labels(identity: &Identity, names: Option<KubeNames>) -> Labels {
+fn container_labels<'a>(
+    identity: &'a Identity,
+    names: Option<(&'a PodNames, Option<&'a str>)>,
+) -> Vec<(&'static str, &'a str)> {
     let labels = identity_labels(identity);
-    let mut out = vec![
-        ("cgroup", identity.path.clone()),
-        ("workload", labels.workload.to_string()),
-    ];
+    let mut out = Vec::with_capacity(6);
+    out.push(("cgroup", identity.path.as_str()));
+    out.push(("workload", labels.workload));
     match names {
-        Some(names) => {
-            out.push(("namespace", names.namespace));
-            out.push(("pod", names.pod));
-            match (names.container, labels.container_id) {
+        Some((pod, container)) => {
+            out.push(("namespace", pod.namespace.as_str()));
+            out.push(("pod", pod.pod.as_str()));
+            match (container, labels.container_id) {
                 (Some(container), _) => out.push(("container", container)),
                 (None, Some(id)) => out.push(("container_id", id)),
                 (None, None) => {}
@@ -222,16 +224,10 @@ fn container_labels(identity: &Identity, names: Option<KubeNames>) -> Labels {
         }
     }
     if let Some(qos) = labels.qos {
-        out.push(("qos", qos.to_string()));
+        out.push(("qos", qos));
     }
     out
 }
-
-fn borrowed<'a>(labels: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    labels.iter().map(|(k, v)| (*k, v.as_str())).collect()
-}
-
-type Labels = Vec<(&'static str, String)>;
 
 /// A container's prepared labels and its figures.
 type Container<'a> = (LabelSet<'static>, &'a CgroupEntry);
@@ -674,7 +670,7 @@ mod tests {
     const POD: &str = "0b6e5d3c-1111-2222-3333-444455556666";
     const CONTAINER: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
-    fn keys(labels: &Labels) -> Vec<&str> {
+    fn keys<'a>(labels: &[(&'a str, &str)]) -> Vec<&'a str> {
         labels.iter().map(|(k, _)| *k).collect()
     }
 
@@ -687,14 +683,13 @@ mod tests {
             keys(&raw),
             ["cgroup", "workload", "pod_uid", "container_id", "qos"]
         );
-        let named = container_labels(
-            &identity,
-            Some(KubeNames {
-                namespace: "shop".into(),
-                pod: "web-1".into(),
-                container: Some("app".into()),
-            }),
-        );
+        let pod = PodNames {
+            namespace: "shop".into(),
+            pod: "web-1".into(),
+            owner: None,
+            containers: Default::default(),
+        };
+        let named = container_labels(&identity, Some((&pod, Some("app"))));
         assert_eq!(
             keys(&named),
             ["cgroup", "workload", "namespace", "pod", "container", "qos"]
@@ -702,14 +697,7 @@ mod tests {
         assert_eq!(named[2].1, "shop");
         assert_eq!(named[4].1, "app");
         // The sandbox: the pod is known, the container is not listed by the API.
-        let sandbox = container_labels(
-            &identity,
-            Some(KubeNames {
-                namespace: "shop".into(),
-                pod: "web-1".into(),
-                container: None,
-            }),
-        );
+        let sandbox = container_labels(&identity, Some((&pod, None)));
         assert_eq!(
             keys(&sandbox),
             [
