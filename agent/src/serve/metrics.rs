@@ -294,12 +294,14 @@ fn render_network(out: &mut Exposition, containers: &[Container], retransmits: b
 /// Memory families; each only for containers where that figure is measured.
 fn render_memory(out: &mut Exposition, containers: &[Container]) {
     let memory = || containers.iter().map(|(labels, e)| (labels, &e.memory));
+    let stalls =
+        memory().filter_map(|(labels, m)| Some((labels, m.reclaim?.reclaim_stall_ns as f64 / 1e9)));
     container_family(
         out,
         "ballast_container_memory_reclaim_stall_seconds_total",
         "Time the container's tasks spent stalled in direct or memcg (limit) reclaim, measured in the kernel.",
         MetricKind::Counter,
-        memory().filter_map(|(labels, m)| m.reclaim.map(|r| (labels, r.reclaim_stall_ns as f64 / 1e9))),
+        stalls,
     );
     type Stat = (
         &'static str,
