@@ -435,8 +435,8 @@ fn check_buckets(
     Ok(())
 }
 
-/// `name` + `suffix` + `{labels}` (then `extra`, then `le` with its text as given, when there are)
-/// + one space: everything before the value. Braces are left out when there are no labels, as
+/// Everything before the value: `name`, `suffix`, `{labels}` (then `extra`, then `le` with its
+/// text as given, when there are) and one space. Braces are left out when there are no labels, as
 /// clients do.
 fn write_series(
     buf: &mut String,

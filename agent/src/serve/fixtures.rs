@@ -114,10 +114,10 @@ fn entry(i: u64, scale: u64) -> CgroupEntry {
             throttled_periods: i * scale,
             throttled_ns: i * 333_333 * scale,
         }),
-        limit_millicores: (i % 2 == 0).then_some(250 * (i % 5 + 1)),
+        limit_millicores: i.is_multiple_of(2).then_some(250 * (i % 5 + 1)),
     };
     let memory = CgroupMemory {
-        reclaim: (i % 5 != 0).then_some(MemoryCounters {
+        reclaim: (!i.is_multiple_of(5)).then_some(MemoryCounters {
             reclaim_stall_ns: i % 3 * scale,
             reclaim_stalls: i,
             reclaimed_pages: 32 * i,
@@ -128,7 +128,7 @@ fn entry(i: u64, scale: u64) -> CgroupEntry {
             rss_bytes: (i + 1) << 22,
             cache_bytes: (i + 1) << 21,
             major_faults: i * scale,
-            oom_kills: (i % 3 != 0).then_some(i % 2),
+            oom_kills: (!i.is_multiple_of(3)).then_some(i % 2),
             limit_hits: Some(0),
             high_events: None,
             limit_bytes: (i % 2 == 1).then_some((i + 1) << 25),
