@@ -48,7 +48,7 @@ fn snapshot(at_ns: u64, scale: u64) -> Snapshot {
         cgroups.insert(
             10_000 + i,
             CgroupEntry {
-                identity: identify(&path),
+                identity: identify(&path).into(),
                 cpu,
                 memory: CgroupMemory {
                     reclaim: Some(MemoryCounters {

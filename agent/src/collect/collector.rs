@@ -10,6 +10,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use ballast_common::{CpuCounters, MemoryCounters, NetCounters};
@@ -83,7 +84,7 @@ enum ThrottleSource {
 /// What is known about one cgroup between walks.
 #[derive(Clone, Debug)]
 struct Known {
-    identity: Identity,
+    identity: Arc<Identity>,
     throttle: Option<ThrottleSource>,
     /// Its CPU quota as a limit, millicores (read when the cgroup is first seen).
     cpu_limit_millicores: Option<u64>,
@@ -307,7 +308,7 @@ impl Collector {
             self.known.insert(
                 id,
                 Known {
-                    identity: identify(&path),
+                    identity: Arc::new(identify(&path)),
                     throttle,
                     cpu_limit_millicores,
                     memory,
@@ -384,7 +385,7 @@ impl Collector {
             if let Some(total) = node.runqueue.as_mut() {
                 total.accumulate(&c);
             }
-            let Some(known) = self.learn(id).cloned() else {
+            let Some(known) = self.learn(id) else {
                 continue;
             };
             let mut entry = entry(known, c.on_cpu_ns, Some(c), None);
@@ -470,7 +471,7 @@ impl Collector {
             if own_ns == 0 {
                 continue;
             }
-            let Some(known) = self.learn(id).cloned() else {
+            let Some(known) = self.learn(id) else {
                 continue;
             };
             cgroups.insert(id, entry(known, own_ns, None, psi));
@@ -599,14 +600,14 @@ fn read_memory(known: &Known) -> CgroupMemory {
 
 /// A snapshot entry; throttling is read here because only cgroups with a quota have a source.
 fn entry(
-    known: Known,
+    known: &Known,
     on_cpu_ns: u64,
     runqueue: Option<CpuCounters>,
     psi_some_us: Option<u64>,
 ) -> CgroupEntry {
     let throttling = known.throttle.as_ref().and_then(read_throttling);
     CgroupEntry {
-        identity: known.identity,
+        identity: Arc::clone(&known.identity),
         cpu: CgroupCpu {
             on_cpu_ns,
             runqueue,

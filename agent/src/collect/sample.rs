@@ -1,7 +1,7 @@
 //! What one collection produces: cumulative per-cgroup CPU figures at one instant, plus how
 //! they were measured. Plain data, consumed by the load model and the HTTP layer.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use ballast_common::{CpuCounters, MemoryCounters, NetCounters};
 use serde::{Deserialize, Serialize};
@@ -62,7 +62,9 @@ pub struct CgroupMemory {
 /// One cgroup in a snapshot.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CgroupEntry {
-    pub identity: Identity,
+    /// Shared with the collector's memory of the cgroup: a snapshot is made every interval and
+    /// the identity (paths, names) does not change.
+    pub identity: Arc<Identity>,
     pub cpu: CgroupCpu,
     pub memory: CgroupMemory,
     /// Traffic of the sockets it owns (eBPF only; `None` when not counted).

@@ -23,7 +23,7 @@ pub fn snapshot(at_ns: u64, cgroups: Vec<(u64, CgroupCpu)>) -> Snapshot {
         map.insert(
             id,
             CgroupEntry {
-                identity: identify("/test.slice/x.service"),
+                identity: identify("/test.slice/x.service").into(),
                 cpu,
                 memory: CgroupMemory::default(),
                 network: None,

@@ -111,7 +111,7 @@ impl LoadResponse {
                 let entry = snapshot.cgroups.get(id)?;
                 let labels = super::metrics::identity_labels(&entry.identity);
                 let names = directory.names(&entry.identity);
-                let mut identity = entry.identity.clone();
+                let mut identity = (*entry.identity).clone();
                 if let Some(names) = names.clone() {
                     identity.attach_names(names);
                 }

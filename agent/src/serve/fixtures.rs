@@ -147,7 +147,7 @@ fn entry(i: u64, scale: u64) -> CgroupEntry {
         tcp_retransmits: i % 5,
     });
     CgroupEntry {
-        identity: identify(&path(i).0),
+        identity: identify(&path(i).0).into(),
         cpu,
         memory,
         network,
