@@ -3,7 +3,10 @@
 
 use std::collections::BTreeSet;
 
-use super::*;
+use super::{
+    tests::{cluster, evicted, skip_of},
+    *,
+};
 use crate::rebalance::{
     fixtures::{node, node_load, pod, pod_load, GIB},
     plan::{plan, plan_directed},
@@ -11,32 +14,6 @@ use crate::rebalance::{
 };
 
 const NOW: Timestamp = Timestamp(100_000);
-
-/// `hot` (4 cores at 95% CPU) holds web-0, api-0, db-0; `cold-a` (30%) holds web-1 and api-1,
-/// `cold-b` (30%) db-1: every workload has two Ready replicas.
-fn cluster() -> ClusterSnapshot {
-    let mut s = ClusterSnapshot::default();
-    for name in ["hot", "cold-a", "cold-b"] {
-        s.nodes.push(node(name, 4000, 16 * GIB));
-    }
-    for (name, cpu) in [("hot", 0.95), ("cold-a", 0.3), ("cold-b", 0.3)] {
-        s.node_loads.insert(name.to_owned(), node_load(cpu, 0.3));
-    }
-    for (name, cores, node) in [
-        ("web-0", 1.2, "hot"),
-        ("api-0", 0.6, "hot"),
-        ("db-0", 0.5, "hot"),
-        ("web-1", 0.1, "cold-a"),
-        ("api-1", 0.1, "cold-a"),
-        ("db-1", 0.1, "cold-b"),
-    ] {
-        let p = pod(name, node);
-        s.pod_loads
-            .insert(p.uid.clone(), pod_load(cores, GIB as f64));
-        s.pods.push(p);
-    }
-    s
-}
 
 fn alerts(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|n| (*n).to_owned()).collect()
@@ -56,19 +33,8 @@ fn evacuate(node: &str) -> Directives {
     d
 }
 
-fn evicted(plan: &Plan) -> Vec<&str> {
-    plan.evictions.iter().map(|e| e.pod.name.as_str()).collect()
-}
-
 fn report<'p>(plan: &'p Plan, node: &str) -> Option<&'p NodeReport> {
     plan.nodes.iter().find(|n| n.node == node)
-}
-
-fn skip_of(plan: &Plan, pod: &str) -> Option<SkipReason> {
-    plan.skipped_pods
-        .iter()
-        .find(|s| s.pod.name == pod)
-        .map(|s| s.reason)
 }
 
 #[test]

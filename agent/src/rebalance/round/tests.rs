@@ -13,7 +13,7 @@ const NOW: Timestamp = Timestamp(100_000);
 /// `hot` (4 cores at 95% CPU) holds web-0 (1.2 cores), api-0 (0.6) and db-0 (0.5); `cold-a`
 /// and `cold-b` (4 cores at 30%) hold a second replica of each, so every workload has two
 /// Ready replicas.
-fn cluster() -> ClusterSnapshot {
+pub(super) fn cluster() -> ClusterSnapshot {
     let mut s = ClusterSnapshot::default();
     for name in ["hot", "cold-a", "cold-b"] {
         s.nodes.push(node(name, 4000, 16 * GIB));
@@ -50,11 +50,11 @@ fn run(s: &ClusterSnapshot, policy: &Policy) -> Plan {
     plan(s, &RebalanceState::default(), policy, NOW).0
 }
 
-fn evicted(plan: &Plan) -> Vec<&str> {
+pub(super) fn evicted(plan: &Plan) -> Vec<&str> {
     plan.evictions.iter().map(|e| e.pod.name.as_str()).collect()
 }
 
-fn skip_of(plan: &Plan, pod: &str) -> Option<SkipReason> {
+pub(super) fn skip_of(plan: &Plan, pod: &str) -> Option<SkipReason> {
     plan.skipped_pods
         .iter()
         .find(|s| s.pod.name == pod)
