@@ -312,10 +312,9 @@ mod tests {
         list(store, Kind::ConfigMap, &Filter::default(), &paging)
     }
 
-    #[test]
-    fn pages_show_the_collection_as_of_the_first_page() {
-        let mut store = Store::new(100, 1);
-        for name in ["a", "b", "c", "d"] {
+    /// ConfigMaps `names` in namespace `ns`, created by a client.
+    fn create_all(store: &mut Store, names: &[&str]) {
+        for name in names {
             store
                 .create(
                     Kind::ConfigMap,
@@ -326,6 +325,12 @@ mod tests {
                 )
                 .expect("created");
         }
+    }
+
+    #[test]
+    fn pages_show_the_collection_as_of_the_first_page() {
+        let mut store = Store::new(100, 1);
+        create_all(&mut store, &["a", "b", "c", "d"]);
         let first = page(&store, 2, None).expect("page served");
         assert_eq!(names(&first), ["a", "b"]);
         assert_eq!(first["metadata"]["remainingItemCount"], 2);
@@ -335,15 +340,7 @@ mod tests {
         store
             .delete(Kind::ConfigMap, "ns", "c", &Default::default(), false)
             .expect("deleted");
-        store
-            .create(
-                Kind::ConfigMap,
-                "ns",
-                config_map("bb", "ns"),
-                Writer::Client,
-                false,
-            )
-            .expect("created");
+        create_all(&mut store, &["bb"]);
         let token = first["metadata"]["continue"].as_str().expect("a string");
         let second = page(&store, 2, Some(token)).expect("page served");
         assert_eq!(names(&second), ["c", "d"]);
@@ -356,17 +353,7 @@ mod tests {
     #[test]
     fn an_old_token_expires_and_a_bad_one_is_refused() {
         let mut store = Store::new(2, 1);
-        for name in ["a", "b", "c"] {
-            store
-                .create(
-                    Kind::ConfigMap,
-                    "ns",
-                    config_map(name, "ns"),
-                    Writer::Client,
-                    false,
-                )
-                .expect("created");
-        }
+        create_all(&mut store, &["a", "b", "c"]);
         let first = page(&store, 1, None).expect("page served");
         let token = first["metadata"]["continue"]
             .as_str()

@@ -33,6 +33,24 @@ fn evacuate(node: &str) -> Directives {
     d
 }
 
+/// A round with no memory of earlier ones.
+fn first_round(
+    s: &ClusterSnapshot,
+    policy: &Policy,
+    directives: &Directives,
+) -> (Plan, RebalanceState) {
+    plan_directed(s, &RebalanceState::default(), policy, NOW, directives)
+}
+
+/// The pods the plan moves off `node`.
+fn evicted_off<'p>(plan: &'p Plan, node: &str) -> Vec<&'p str> {
+    plan.evictions
+        .iter()
+        .filter(|e| e.source == node)
+        .map(|e| e.pod.name.as_str())
+        .collect()
+}
+
 fn report<'p>(plan: &'p Plan, node: &str) -> Option<&'p NodeReport> {
     plan.nodes.iter().find(|n| n.node == node)
 }
@@ -65,13 +83,7 @@ fn the_hysteresis_floor_holds_an_alert_off_a_node_under_its_release_thresholds()
     let mut s = cluster();
     // Default CPU band: utilisation 0.70..0.85.
     s.node_loads.insert("hot".to_owned(), node_load(0.6, 0.3));
-    let (p, _) = plan_directed(
-        &s,
-        &RebalanceState::default(),
-        &policy,
-        NOW,
-        &relieve("hot"),
-    );
+    let (p, _) = first_round(&s, &policy, &relieve("hot"));
     assert!(p.evictions.is_empty(), "{:?}", p.evictions);
     let r = report(&p, "hot");
     assert_eq!(
@@ -82,13 +94,7 @@ fn the_hysteresis_floor_holds_an_alert_off_a_node_under_its_release_thresholds()
 
     // Between low and high: relieved down to the release threshold, no further.
     s.node_loads.insert("hot".to_owned(), node_load(0.8, 0.3));
-    let (p, _) = plan_directed(
-        &s,
-        &RebalanceState::default(),
-        &policy,
-        NOW,
-        &relieve("hot"),
-    );
+    let (p, _) = first_round(&s, &policy, &relieve("hot"));
     assert_eq!(evicted(&p), ["web-0"], "0.80 - 0.30 = 0.50 <= 0.70");
 }
 
@@ -96,13 +102,7 @@ fn the_hysteresis_floor_holds_an_alert_off_a_node_under_its_release_thresholds()
 fn an_alert_round_keeps_every_limit() {
     let mut policy = Policy::default();
     policy.limits.per_round = 0;
-    let (p, _) = plan_directed(
-        &cluster(),
-        &RebalanceState::default(),
-        &policy,
-        NOW,
-        &relieve("hot"),
-    );
+    let (p, _) = first_round(&cluster(), &policy, &relieve("hot"));
     assert!(p.evictions.is_empty());
     assert_eq!(
         report(&p, "hot").and_then(|r| r.skip),
@@ -143,13 +143,7 @@ fn an_off_schedule_round_acts_on_the_alerted_node_only_and_counts_no_round() {
 fn an_evacuation_moves_one_pod_at_a_time_whatever_the_load() {
     let policy = Policy::default();
     let s = cluster();
-    let (p, state) = plan_directed(
-        &s,
-        &RebalanceState::default(),
-        &policy,
-        NOW,
-        &evacuate("cold-a"),
-    );
+    let (p, state) = first_round(&s, &policy, &evacuate("cold-a"));
     assert_eq!(p.evictions.len(), 1, "{:?}", p.evictions);
     let first = &p.evictions[0];
     assert_eq!(first.source, "cold-a");
@@ -192,12 +186,7 @@ fn an_evacuation_moves_one_pod_at_a_time_whatever_the_load() {
         &evacuate("cold-a"),
     );
     // (hot became a source on the way: three scheduled rounds.)
-    let drained: Vec<&str> = p
-        .evictions
-        .iter()
-        .filter(|e| e.source == "cold-a")
-        .map(|e| e.pod.name.as_str())
-        .collect();
+    let drained: Vec<&str> = evicted_off(&p, "cold-a");
     assert_eq!(drained, [other]);
 }
 
@@ -209,13 +198,7 @@ fn an_evacuation_needs_no_load_and_the_node_takes_no_pods() {
     s.node_loads.remove("cold-a");
     s.pod_loads.remove("uid-web-1");
     s.pod_loads.remove("uid-api-1");
-    let (p, _) = plan_directed(
-        &s,
-        &RebalanceState::default(),
-        &policy,
-        NOW,
-        &evacuate("cold-a"),
-    );
+    let (p, _) = first_round(&s, &policy, &evacuate("cold-a"));
     let from_cold_a: Vec<&Eviction> = p
         .evictions
         .iter()
